@@ -1,0 +1,39 @@
+"""The one error family users see.
+
+Every error vocabshift raises on bad input is a :class:`VocabshiftError` whose message names the
+file or value at fault, the problem, and what to do. The CLI prints ``str(err)`` on one line and
+exits non-zero; the traceback is shown only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VocabshiftError(Exception):
+    """Base class: a user-facing error with a one-line message."""
+
+    def __init__(self, problem: str, *, path: str | Path | None = None, hint: str | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        self.hint = hint
+        parts = [f"{self.path}: {problem}" if self.path else problem]
+        if hint:
+            parts.append(hint)
+        super().__init__(" — ".join(parts))
+
+
+class CorpusError(VocabshiftError):
+    """A corpus file or directory cannot be read as text."""
+
+
+class TokenizerError(VocabshiftError):
+    """A tokenizer cannot be loaded, is of an unsupported type, or cannot be trained as asked."""
+
+
+class ConfigError(VocabshiftError):
+    """A configuration value is missing or invalid."""
+
+
+class OutputExistsError(VocabshiftError):
+    """The output path exists and ``force`` was not given."""
