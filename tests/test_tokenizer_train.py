@@ -1,0 +1,268 @@
+"""Target tokenizer training: every family mirrors its source, round-trips text, and reloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import AutoTokenizer
+
+from tests.conftest import MULTI_LANGS, udhr_lines
+from vocabshift.config import TokenizerTrainConfig
+from vocabshift.corpus import corpus_from_paths
+from vocabshift.errors import ConfigError, TokenizerError
+from vocabshift.tokenization.source import TokenizerFamily, load_source_tokenizer
+from vocabshift.tokenization.train import train_tokenizer
+
+# source fixture -> (family, trainer that must be used, vocab size)
+SOURCES = {
+    "minilm_source": (TokenizerFamily.WORDPIECE, "tokenizers", 2500),
+    "smollm2_source": (TokenizerFamily.BYTE_LEVEL_BPE, "tokenizers", 2000),
+    "roberta_source": (TokenizerFamily.BYTE_LEVEL_BPE, "tokenizers", 2000),
+    "xlmr_source": (TokenizerFamily.SENTENCEPIECE_UNIGRAM, "sentencepiece", 2500),
+    "llama2_source": (TokenizerFamily.SENTENCEPIECE_BPE, "sentencepiece", 2500),
+    "unigram_json_source": (TokenizerFamily.SENTENCEPIECE_UNIGRAM, "tokenizers", 2500),
+    "llama2_json_source": (TokenizerFamily.SENTENCEPIECE_BPE, "tokenizers", 2500),
+}
+
+
+@pytest.fixture(scope="module", params=list(SOURCES))
+def trained(request, tmp_path_factory, multilingual_corpus):
+    source = request.getfixturevalue(request.param)
+    family, trainer, vocab_size = SOURCES[request.param]
+    out = tmp_path_factory.mktemp(request.param) / "target"
+    result = train_tokenizer(TokenizerTrainConfig(
+        source=str(source), corpus=corpus_from_paths([multilingual_corpus]), vocab_size=vocab_size,
+        out=str(out), show_progress=False,
+        character_coverage=1.0))  # sentencepiece: keep rare Han characters so every text round-trips
+    return request.param, Path(source), result
+
+
+def _canonical(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_family_trainer_and_size(trained):
+    name, _source, result = trained
+    family, trainer, vocab_size = SOURCES[name]
+    assert result.family is family
+    assert result.trainer == trainer
+    assert result.vocab_size == vocab_size
+    tok = AutoTokenizer.from_pretrained(result.out)
+    assert len(tok) == vocab_size
+
+
+def test_special_tokens_keep_strings_flags_and_come_first(trained):
+    _name, source, result = trained
+    src = json.loads((source / "tokenizer.json").read_text())
+    new = json.loads((result.out / "tokenizer.json").read_text())
+    src_added = sorted(src["added_tokens"], key=lambda t: t["id"])
+    new_added = sorted(new["added_tokens"], key=lambda t: t["id"])
+    assert [t["content"] for t in new_added] == [t["content"] for t in src_added]
+    strip = ("id",)
+    assert [{k: v for k, v in t.items() if k not in strip} for t in new_added] == \
+           [{k: v for k, v in t.items() if k not in strip} for t in src_added]
+    if result.trainer == "tokenizers":
+        # placed first, in the source's order
+        assert [t["id"] for t in new_added] == list(range(len(new_added)))
+    else:
+        # the sentencepiece path keeps the source's own layout (XLM-R appends <mask> at the end)
+        src_ids = [t["id"] for t in src_added]
+        new_ids = [t["id"] for t in new_added]
+        assert [i if i < 10 else "end" for i in src_ids] == [i if i < 10 else "end" for i in new_ids]
+
+
+def test_pipeline_mirrors_source(trained):
+    _name, source, result = trained
+    src = json.loads((source / "tokenizer.json").read_text())
+    new = json.loads((result.out / "tokenizer.json").read_text())
+    for key in ("normalizer", "pre_tokenizer", "decoder"):
+        assert new[key] == src[key], key
+    assert new["model"]["type"] == src["model"]["type"]
+    if "byte_fallback" in src["model"]:
+        assert new["model"]["byte_fallback"] == src["model"]["byte_fallback"]
+    src_tok = AutoTokenizer.from_pretrained(source)
+    new_tok = AutoTokenizer.from_pretrained(result.out)
+    assert type(new_tok) is type(src_tok)
+    for attr in ("model_max_length", "padding_side", "truncation_side", "bos_token", "eos_token", "pad_token",
+                 "unk_token", "mask_token", "cls_token", "sep_token"):
+        assert getattr(new_tok, attr, None) == getattr(src_tok, attr, None), attr
+    # special tokens added by the post-processor are the same strings, at their new ids
+    a = src_tok.convert_ids_to_tokens(src_tok("hola")["input_ids"])
+    b = new_tok.convert_ids_to_tokens(new_tok("hola")["input_ids"])
+    specials = set(src_tok.all_special_tokens)
+    assert [t for t in a if t in specials] == [t for t in b if t in specials]
+
+
+@pytest.mark.parametrize("code", MULTI_LANGS)
+def test_round_trip_on_every_script(trained, code):
+    _name, _source, result = trained
+    tok = AutoTokenizer.from_pretrained(result.out)
+    normalizer = tok.backend_tokenizer.normalizer
+    for text in udhr_lines(code)[:15]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids
+        decoded = tok.decode(ids)
+        expected = normalizer.normalize_str(text) if normalizer else text
+        if result.family is TokenizerFamily.WORDPIECE:
+            # WordPiece decoding re-spaces punctuation: compare with whitespace removed
+            assert "".join(decoded.split()) == "".join(expected.split())
+        else:
+            assert _canonical(decoded) == _canonical(expected)
+
+
+def test_target_vocabulary_is_target_language(trained):
+    _name, _source, result = trained
+    tok = AutoTokenizer.from_pretrained(result.out)
+    # frequent words of the training languages are single tokens (or two for sentencepiece's ▁)
+    assert len(tok.tokenize(" derecho")) <= 2
+    assert len(tok.tokenize(" права")) <= 2
+
+
+def test_sentencepiece_model_agrees_with_tokenizer_json(trained, tmp_path):
+    name, source, result = trained
+    if SOURCES[name][1] != "sentencepiece":
+        pytest.skip("only sources that ship a .model get one")
+    import shutil
+
+    import sentencepiece as spm
+
+    model_name = next(source.glob("*.model")).name
+    sp = spm.SentencePieceProcessor(model_file=str(result.out / model_name))
+    tok = AutoTokenizer.from_pretrained(result.out)
+    # the .model alone (no tokenizer.json) loads to the same tokenizer, as a slow-path reload does
+    only_model = tmp_path / "only_model"
+    shutil.copytree(result.out, only_model)
+    (only_model / "tokenizer.json").unlink()
+    from_model = AutoTokenizer.from_pretrained(only_model)
+    assert len(from_model) == len(tok)
+    for code in MULTI_LANGS:
+        for text in udhr_lines(code)[:5]:
+            assert sp.encode(text, out_type=str) == tok.tokenize(text)
+            assert from_model(text)["input_ids"] == tok(text)["input_ids"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=60))
+def test_byte_level_round_trips_any_text(trained, text):
+    name, _source, result = trained
+    if name != "smollm2_source":
+        return
+    tok = _cached_tokenizer(result.out)
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+_CACHE: dict[Path, object] = {}
+
+
+def _cached_tokenizer(path: Path):
+    if path not in _CACHE:
+        _CACHE[path] = AutoTokenizer.from_pretrained(path)
+    return _CACHE[path]
+
+
+def test_byte_fallback_covers_unseen_scripts(trained):
+    name, _source, result = trained
+    if name not in ("llama2_source", "llama2_json_source", "smollm2_source", "roberta_source"):
+        pytest.skip("needs bytes or byte fallback")
+    tok = AutoTokenizer.from_pretrained(result.out)
+    for code in ("tha", "kor", "heb"):  # scripts absent from the training text
+        text = udhr_lines(code)[0]
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert _canonical(tok.decode(ids)) == _canonical(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fertility on real text: a target tokenizer is clearly better on held-out text of its language
+
+
+@pytest.fixture(scope="module")
+def spanish_split(tmp_path_factory):
+    """The Spanish Bible: all but the last 3,000 verses to train on, those held out (Revelation and more)."""
+    import gzip
+
+    from vocabshift.data import sample_path
+
+    lines = gzip.open(sample_path("bible.spa.txt.gz"), "rt", encoding="utf-8").read().splitlines()
+    d = tmp_path_factory.mktemp("spa")
+    (d / "train.txt").write_text("\n".join(lines[:-3000]), encoding="utf-8")
+    return d / "train.txt", lines[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source_fixture", ["smollm2_source", "minilm_source"])
+def test_spanish_target_has_lower_fertility_than_source(request, source_fixture, spanish_split, tmp_path):
+    from vocabshift.tokenization.stats import tokenizer_stats
+
+    source = request.getfixturevalue(source_fixture)
+    train, held_out = spanish_split
+    result = train_tokenizer(TokenizerTrainConfig(
+        source=str(source), corpus=corpus_from_paths([train]), vocab_size=8000, out=str(tmp_path / "es"),
+        show_progress=False))
+    src_stats, tgt_stats = tokenizer_stats(
+        {"src": AutoTokenizer.from_pretrained(source), "tgt": AutoTokenizer.from_pretrained(result.out)}, held_out)
+    src_f, tgt_f = src_stats.scripts["Latn"].fertility, tgt_stats.scripts["Latn"].fertility
+    # measured: SmolLM2 2.08 -> 1.37, MiniLM (uncased English WordPiece) similar
+    assert tgt_f < 0.8 * src_f, (src_f, tgt_f)
+
+
+@pytest.mark.slow
+def test_amharic_target_beats_english_byte_level_source(smollm2_source, tmp_path):
+    from vocabshift.tokenization.stats import tokenizer_stats
+
+    lines = udhr_lines("amh")
+    train, held = lines[: len(lines) * 3 // 4], lines[len(lines) * 3 // 4:]
+    corpus = tmp_path / "amh.txt"
+    corpus.write_text("\n".join(train), encoding="utf-8")
+    result = train_tokenizer(TokenizerTrainConfig(
+        source=str(smollm2_source), corpus=corpus_from_paths([corpus]), vocab_size=600, out=str(tmp_path / "am"),
+        show_progress=False))
+    src_stats, tgt_stats = tokenizer_stats(
+        {"src": AutoTokenizer.from_pretrained(smollm2_source), "tgt": AutoTokenizer.from_pretrained(result.out)}, held)
+    # SmolLM2 has almost no Ethiopic merges: ~2 tokens per character; the target merges whole syllables
+    assert tgt_stats.scripts["Ethi"].tokens_per_char < 0.6 * src_stats.scripts["Ethi"].tokens_per_char
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: clear errors, nothing written
+
+
+def test_vocab_size_below_minimum(smollm2_source, multilingual_corpus, tmp_path):
+    with pytest.raises(ConfigError, match=r"below the minimum .* 256 byte tokens"):
+        train_tokenizer(TokenizerTrainConfig(source=str(smollm2_source), corpus=corpus_from_paths([multilingual_corpus]),
+                                             vocab_size=100, out=str(tmp_path / "o"), show_progress=False))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("source_fixture", ["roberta_source", "llama2_source"])
+def test_vocab_size_larger_than_corpus_supports(request, source_fixture, tmp_path):
+    source = request.getfixturevalue(source_fixture)
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("uno dos tres\ncuatro cinco seis\n", encoding="utf-8")
+    with pytest.raises(TokenizerError, match="larger than the corpus supports"):
+        train_tokenizer(TokenizerTrainConfig(source=str(source), corpus=corpus_from_paths([corpus]),
+                                             vocab_size=5000, out=str(tmp_path / "o"), show_progress=False))
+    assert not (tmp_path / "o").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.txt"]  # no temporary sibling left either
+
+
+def test_unsupported_tokenizer_type_is_named(tmp_path, multilingual_corpus):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "hola": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "wl")
+    with pytest.raises(TokenizerError, match="unsupported tokenizer type: WordLevel"):
+        load_source_tokenizer(tmp_path / "wl")
+
+
+def test_missing_source(tmp_path, multilingual_corpus):
+    with pytest.raises(TokenizerError, match="does not exist"):
+        train_tokenizer(TokenizerTrainConfig(source=str(tmp_path / "nope"), corpus=corpus_from_paths([multilingual_corpus]),
+                                             vocab_size=1000, out=str(tmp_path / "o"), show_progress=False))
+    assert not (tmp_path / "o").exists()

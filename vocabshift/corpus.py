@@ -1,0 +1,676 @@
+"""One streaming corpus reader for every stage.
+
+Every stage that reads text (tokenizer training, vectors, continued pretraining, evaluation) goes
+through :func:`iter_corpus`, so formats, limits, mixing and error messages behave the same
+everywhere. Nothing here ever holds a whole corpus in memory: files are read line by line (parquet in
+record batches) and the only buffer is the optional shuffle buffer of ``shuffle_buffer`` documents.
+
+Formats, chosen by file suffix:
+
+- ``.txt`` and any unknown suffix: one document per line. The line ending (``\\n`` or ``\\r\\n``) is
+  removed; nothing else is stripped.
+- ``.jsonl`` (also ``.ndjson`` and ``.json``, read as JSON Lines): one JSON object per line, the document
+  is its ``text_field``. Blank lines are ignored; a JSON ``null`` counts as an empty document.
+- ``.parquet``: the ``text_field`` column, read in record batches with pyarrow (an optional
+  dependency, imported only when a parquet file is read). A row counts as one line.
+
+Compression, by a further suffix: ``.gz``, ``.xz``, ``.bz2``, ``.zst`` (``a.jsonl.gz``,
+``b.txt.zst``), decompressed as a stream. Bytes are decoded as UTF-8 one line at a time, so an invalid
+byte is reported with its offset in the (decompressed) stream; ``encoding_errors="replace"``
+substitutes U+FFFD instead. A UTF-8 byte order mark at the start of a file is dropped.
+
+Paths may be files, directories (all files below them, recursively; hidden files and directories,
+whose names start with ``.``, are skipped) or glob patterns (``**`` allowed). Files found in a
+directory or by a glob are sorted by path components (``a/z.txt`` before ``a.txt``). A file reached
+twice is read once.
+
+Mixing several sources follows XLM-R's exponential smoothing (Conneau et al. 2020, "Unsupervised
+Cross-lingual Representation Learning at Scale", section 3.1): a source's share of the stream is
+``q_i ∝ p_i ** (1 / temperature)`` with ``p_i = size_i / sum(size)``; ``temperature=1`` keeps the
+natural proportions, a large temperature approaches uniform (XLM-R's alpha=0.3 is temperature≈3.33).
+Sizes are estimated cheaply as the bytes on disk of each source's files, so a compressed file counts
+its *compressed* size (mixing ``.txt`` with ``.txt.gz`` sources under-weights the compressed one;
+give explicit weights then). Sources with the same ``lang`` are smoothed as one language, then share
+that language's probability in proportion to their sizes. When every source has an explicit
+``weight``, ``q_i ∝ weight_i`` and the temperature is not used.
+
+At each step a seeded numpy Generator draws a source according to ``q`` and the stream yields that
+source's next document. The mixed stream stops when every source has been exhausted at least once
+(or a limit is hit, whichever comes first). A source that runs out before the others is restarted
+from its beginning, so low-resource sources are upsampled until the others finish; the last source to
+run out is therefore read exactly once. With one source the stream is simply that source, read once.
+A source with probability 0 (no bytes on disk, or smoothed to 0 by a tiny temperature) is never
+drawn, and a source that turns out to hold no document is dropped from the mixture.
+
+Order of operations: read (skipping empty documents) -> mix -> limits -> shuffle buffer. The limits apply
+to the mixed stream before shuffling: ``max_documents`` documents; ``max_bytes`` UTF-8 bytes of
+yielded documents (the stream stops at the first document that would take the total past
+``max_bytes``, so the total never exceeds it); ``max_lines`` physical lines read (the document on
+line ``max_lines`` is the last one). With ``shuffle=True`` the file order of each source is permuted
+with the seed and documents pass through a buffer of ``shuffle_buffer`` documents (the tf.data /
+HF datasets buffer shuffle): this is a local shuffle, not a uniform permutation of the corpus.
+
+The same config and seed always give the same stream. An empty stream is an error, raised when
+iteration ends.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import io
+import json
+import lzma
+import math
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import zstandard
+
+from vocabshift.errors import ConfigError, CorpusError
+
+__all__ = [
+    "CorpusConfig",
+    "CorpusSource",
+    "corpus_from_paths",
+    "iter_corpus",
+    "iter_file",
+    "mixing_probabilities",
+    "resolve_files",
+]
+
+ENCODING_ERRORS = ("strict", "replace")
+
+_COMPRESSIONS = {".gz": "gzip", ".xz": "xz", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd"}
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_BOM = b"\xef\xbb\xbf"
+_GLOB_CHARS = frozenset("*?[")
+# Exceptions that the stdlib and zstandard raise for data that is not (valid) compressed data.
+_DECOMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, zstandard.ZstdError)
+_DRAW_BLOCK = 4096  # random numbers are drawn in blocks: one numpy call per block, not per document
+_PARQUET_BATCH_ROWS = 1024  # documents can be long; small batches keep memory flat
+
+
+@dataclass
+class CorpusSource:
+    """One corpus in a mixture: some files, an optional language label and an optional weight."""
+
+    paths: list[str] = field(
+        metadata={"help": "Files, directories (read recursively, sorted) or glob patterns."}
+    )
+    lang: str | None = field(
+        default=None,
+        metadata={
+            "help": "Language label; sources with the same label are smoothed together as one language."
+        },
+    )
+    weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Explicit sampling weight; overrides size-based weights (give it for every source or none)."
+        },
+    )
+    text_field: str | None = field(
+        default=None,
+        metadata={
+            "help": "Field of .jsonl objects / column of .parquet files holding the text; default: the corpus text_field."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.paths, (str, os.PathLike)):  # a lone path, not a list of them
+            self.paths = [self.paths]
+        self.paths = [os.fspath(p) for p in self.paths]
+        if not self.paths:
+            raise ConfigError("a corpus source needs at least one path")
+        if self.weight is not None and not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ConfigError(
+                f"source weight must be a positive number, got {self.weight!r}", path=self.paths[0]
+            )
+        if self.text_field is not None and not self.text_field:
+            raise ConfigError("text_field must not be empty", path=self.paths[0])
+
+
+@dataclass
+class CorpusConfig:
+    """How to stream a corpus: its sources, how to decode them, and how much of them to read."""
+
+    sources: list[CorpusSource] = field(
+        metadata={"help": "Corpus sources; several are mixed (see temperature)."}
+    )
+    text_field: str = field(
+        default="text",
+        metadata={"help": "Field of .jsonl objects / column of .parquet files holding the text."},
+    )
+    encoding_errors: str = field(
+        default="strict",
+        metadata={"help": "'strict': invalid UTF-8 is an error; 'replace': substitute U+FFFD."},
+    )
+    max_bytes: int | None = field(
+        default=None, metadata={"help": "Stop before the UTF-8 bytes of yielded documents would exceed this."}
+    )
+    max_lines: int | None = field(
+        default=None, metadata={"help": "Stop after reading this many physical lines."}
+    )
+    max_documents: int | None = field(default=None, metadata={"help": "Stop after this many documents."})
+    shuffle: bool = field(
+        default=False,
+        metadata={"help": "Permute file order and shuffle documents through a buffer (seeded)."},
+    )
+    shuffle_buffer: int = field(default=10_000, metadata={"help": "Documents held by the shuffle buffer."})
+    seed: int = field(default=0, metadata={"help": "Seed for mixing and shuffling."})
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Mixing temperature T: q_i ∝ p_i^(1/T); 1 keeps natural sizes, large T is near uniform."
+        },
+    )
+    skip_empty: bool = field(default=True, metadata={"help": "Skip empty and whitespace-only documents."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sources, CorpusSource):
+            self.sources = [self.sources]
+        if not self.sources:
+            raise ConfigError("a corpus needs at least one source")
+        if not self.text_field:
+            raise ConfigError("text_field must not be empty")
+        _check_encoding_errors(self.encoding_errors)
+        for name in ("max_bytes", "max_lines", "max_documents"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+        if (
+            isinstance(self.shuffle_buffer, bool)
+            or not isinstance(self.shuffle_buffer, int)
+            or self.shuffle_buffer <= 0
+        ):
+            raise ConfigError(f"shuffle_buffer must be a positive integer, got {self.shuffle_buffer!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ConfigError(f"temperature must be a positive number, got {self.temperature!r}")
+        weighted = [s.weight is not None for s in self.sources]
+        if any(weighted) and not all(weighted):
+            raise ConfigError(
+                "some corpus sources have a weight and others do not",
+                hint="give every source a weight, or none to weight them by size",
+            )
+
+
+def corpus_from_paths(paths: list[str | Path] | str | Path, **kwargs: Any) -> CorpusConfig:
+    """A one-source :class:`CorpusConfig`; ``kwargs`` go to :class:`CorpusConfig`."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    return CorpusConfig(sources=[CorpusSource(paths=[os.fspath(p) for p in paths])], **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths
+
+
+def resolve_files(paths: list[str]) -> list[Path]:
+    """Expand files, directories (recursive, sorted) and glob patterns into a list of files.
+
+    Raises :class:`CorpusError` for a missing path, a glob that matches nothing, or a directory that
+    holds no files. A file reached twice is listed once, at its first position.
+    """
+    files: dict[Path, None] = {}  # an ordered set
+    for raw in paths:
+        spec = os.path.expanduser(os.fspath(raw))
+        path = Path(spec)
+        if path.exists():
+            matches = [path]
+        elif _GLOB_CHARS & set(spec):
+            matches = sorted((Path(m) for m in glob.glob(spec, recursive=True)), key=_sort_key)
+            if not matches:
+                raise CorpusError("glob pattern matches no file", path=spec)
+        else:
+            raise CorpusError("no such file or directory", path=spec)
+        for match in matches:
+            if match.is_dir():
+                found = _files_under(match)
+                if not found:
+                    raise CorpusError("directory contains no files", path=match)
+                files.update(dict.fromkeys(found))
+            else:
+                files[match] = None
+    return list(files)
+
+
+def _files_under(directory: Path) -> list[Path]:
+    # Skip hidden entries: dataset folders often carry .cache/, .git/ or .DS_Store beside the text.
+    return sorted(
+        (
+            p
+            for p in directory.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+        ),
+        key=_sort_key,
+    )
+
+
+def _sort_key(path: Path) -> tuple[str, ...]:
+    # Component-wise, so a directory's files stay together: a/z.txt sorts before a.txt.
+    return path.parts
+
+
+def _file_kind(path: Path) -> tuple[str, str | None]:
+    """(format, compression) from the file name: format is 'txt', 'jsonl' or 'parquet'."""
+    name = path.name.lower()
+    compression = None
+    for suffix, kind in _COMPRESSIONS.items():
+        if name.endswith(suffix):
+            compression = kind
+            name = name[: -len(suffix)]
+            break
+    if name.endswith(".parquet"):
+        return "parquet", compression
+    if name.endswith(_JSONL_SUFFIXES):
+        return "jsonl", compression
+    return "txt", compression
+
+
+# --------------------------------------------------------------------------------------------------
+# One file
+
+
+def iter_file(path: Path, *, text_field: str = "text", encoding_errors: str = "strict") -> Iterator[str]:
+    """Stream the documents of one file, in order (empty documents included).
+
+    The format and compression come from the suffix (see the module docstring). Errors are
+    :class:`CorpusError` naming the file; they are raised when the reader reaches the bad data.
+    """
+    _check_encoding_errors(encoding_errors)
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError("not a file" if path.exists() else "no such file", path=path)
+    return (doc for doc, _ in _iter_records(path, text_field, encoding_errors))
+
+
+def _check_encoding_errors(value: str) -> None:
+    if value not in ENCODING_ERRORS:
+        raise ConfigError(f"encoding_errors must be one of {', '.join(ENCODING_ERRORS)}, got {value!r}")
+
+
+def _iter_records(path: Path, text_field: str, encoding_errors: str) -> Iterator[tuple[str, int]]:
+    """Yield (document, physical line number) for one file; the line number of a parquet row is its row number."""
+    fmt, compression = _file_kind(path)
+    if fmt == "parquet":
+        if compression is not None:
+            raise CorpusError(
+                f"cannot read {compression}-compressed parquet",
+                path=path,
+                hint="parquet compresses internally; decompress the file first",
+            )
+        yield from _iter_parquet(path, text_field, encoding_errors)
+        return
+    for line_no, text in _iter_text_lines(path, compression, encoding_errors):
+        if fmt == "txt":
+            yield text, line_no
+            continue
+        if not text.strip():  # blank lines in JSON Lines are not documents
+            continue
+        yield _jsonl_text(path, line_no, text, text_field), line_no
+
+
+def _open_binary(path: Path, compression: str | None) -> IO[bytes]:
+    if compression == "gzip":
+        return gzip.open(path, "rb")
+    if compression == "xz":
+        return lzma.open(path, "rb")
+    if compression == "bz2":
+        return bz2.open(path, "rb")
+    if compression == "zstd":
+        # max_window_size admits files written with `zstd --long=31`; read_across_frames reads
+        # multi-frame files (pzstd, concatenated .zst) to the end.
+        raw = open(path, "rb")  # closed by the stream reader (closefd=True)
+        reader = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(
+            raw, closefd=True, read_across_frames=True
+        )
+        return io.BufferedReader(reader, buffer_size=1 << 16)  # type: ignore[arg-type]
+    return open(path, "rb")
+
+
+def _iter_text_lines(path: Path, compression: str | None, encoding_errors: str) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded line without its line ending)."""
+    try:
+        fh = _open_binary(path, compression)
+    except OSError as exc:
+        raise CorpusError(f"cannot open file: {exc.strerror or exc}", path=path) from exc
+    offset = 0  # byte offset of the current line in the decompressed stream
+    line_no = 0
+    with fh:
+        while True:
+            try:
+                raw = fh.readline()
+            except _DECOMPRESSION_ERRORS as exc:
+                raise _read_error(path, compression, exc, offset) from exc
+            if not raw:
+                return
+            line_no += 1
+            start = 0
+            if line_no == 1 and raw.startswith(_BOM):
+                start = len(_BOM)
+            end = len(raw)
+            if raw.endswith(b"\n"):
+                end -= 2 if raw.endswith(b"\r\n") else 1
+            try:
+                text = raw[start:end].decode("utf-8", errors=encoding_errors)
+            except UnicodeDecodeError as exc:
+                where = "of the decompressed stream" if compression else "of the file"
+                raise CorpusError(
+                    f"invalid UTF-8 at byte offset {offset + start + exc.start} {where} (line {line_no})",
+                    path=path,
+                    hint="convert the file to UTF-8, or pass --encoding-errors replace to substitute U+FFFD",
+                ) from exc
+            offset += len(raw)
+            yield line_no, text
+
+
+def _read_error(path: Path, compression: str | None, exc: BaseException, offset: int) -> CorpusError:
+    detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+    if compression is None:
+        return CorpusError(f"cannot read file after byte {offset}: {detail}", path=path)
+    return CorpusError(
+        f"{compression} compression is unreadable: the file is corrupt or not {compression}-compressed "
+        f"(after {offset} decompressed bytes: {detail})",
+        path=path,
+        hint="check the file, or rename it so its suffix matches its real compression",
+    )
+
+
+def _jsonl_text(path: Path, line_no: int, line: str, text_field: str) -> str:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(
+            f"malformed JSON on line {line_no} (column {exc.colno}): {exc.msg}",
+            path=path,
+            hint="JSON Lines files need one JSON object per line",
+        ) from exc
+    if not isinstance(obj, dict):
+        raise CorpusError(
+            f"line {line_no} is a JSON {type(obj).__name__}, not an object",
+            path=path,
+            hint="JSON Lines files need one JSON object per line",
+        )
+    if text_field not in obj:
+        raise CorpusError(
+            f"line {line_no} has no field {text_field!r}; keys present: {sorted(obj)}",
+            path=path,
+            hint="set text_field (--text-field) to the field that holds the text",
+        )
+    value = obj[text_field]
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CorpusError(
+            f"field {text_field!r} on line {line_no} is a JSON {type(value).__name__}, not a string",
+            path=path,
+        )
+    return value
+
+
+def _import_parquet(path: Path | str) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise CorpusError(
+            "reading .parquet files needs pyarrow, which is not installed",
+            path=path,
+            hint="pip install 'vocabshift[parquet]' (or pip install pyarrow)",
+        ) from exc
+    return pq
+
+
+def _iter_parquet(path: Path, text_field: str, encoding_errors: str) -> Iterator[tuple[str, int]]:
+    pq = _import_parquet(path)
+    import pyarrow as pa
+
+    try:
+        parquet_file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CorpusError(f"not a readable parquet file: {detail}", path=path) from exc
+    schema = parquet_file.schema_arrow
+    if text_field not in schema.names:
+        raise CorpusError(
+            f"no column {text_field!r}; columns: {list(schema.names)}",
+            path=path,
+            hint="set text_field (--text-field) to the column that holds the text",
+        )
+    column_type = schema.field(text_field).type
+    is_binary = pa.types.is_binary(column_type) or pa.types.is_large_binary(column_type)
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type) or is_binary):
+        raise CorpusError(
+            f"column {text_field!r} has type {column_type}, expected a string column", path=path
+        )
+    row = 0
+    with parquet_file:
+        for batch in parquet_file.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=[text_field]):
+            for value in batch.column(0).to_pylist():
+                row += 1
+                if value is None:
+                    yield "", row
+                elif is_binary:
+                    try:
+                        yield value.decode("utf-8", errors=encoding_errors), row
+                    except UnicodeDecodeError as exc:
+                        raise CorpusError(
+                            f"invalid UTF-8 at byte offset {exc.start} of row {row} in column {text_field!r}",
+                            path=path,
+                            hint="pass --encoding-errors replace to substitute U+FFFD",
+                        ) from exc
+                else:
+                    yield value, row
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources and mixing
+
+
+@dataclass
+class _SourcePlan:
+    files: list[Path]
+    text_field: str
+    size: int  # bytes on disk (compressed size for compressed files)
+    rng: np.random.Generator  # file-order permutations of this source
+
+
+def _plan_sources(config: CorpusConfig, rngs: list[np.random.Generator] | None = None) -> list[_SourcePlan]:
+    plans = []
+    for i, source in enumerate(config.sources):
+        files = resolve_files(source.paths)
+        parquet = [f for f in files if _file_kind(f)[0] == "parquet"]
+        if parquet:
+            _import_parquet(parquet[0])  # fail now, not after hours of reading the other files
+        size = sum(f.stat().st_size for f in files)
+        rng = rngs[i] if rngs is not None else np.random.default_rng(config.seed)
+        plans.append(_SourcePlan(files, source.text_field or config.text_field, size, rng))
+    return plans
+
+
+def _probabilities(config: CorpusConfig, plans: list[_SourcePlan]) -> np.ndarray:
+    if all(s.weight is not None for s in config.sources):
+        weights = np.array([s.weight for s in config.sources], dtype=np.float64)
+        return weights / weights.sum()
+    sizes = np.array([p.size for p in plans], dtype=np.float64)
+    total = sizes.sum()
+    if total == 0:
+        return np.zeros(len(plans))
+    # Group sources by language: XLM-R smooths per language, so two corpora of one language must not
+    # be boosted twice. Unlabelled sources are languages of their own.
+    groups: dict[object, list[int]] = {}
+    for i, source in enumerate(config.sources):
+        groups.setdefault(source.lang if source.lang is not None else ("source", i), []).append(i)
+    members = list(groups.values())
+    group_sizes = np.array([sizes[m].sum() for m in members])
+    # q ∝ p^(1/T) computed in log space: p^(1/T) underflows for small T and small sources.
+    with np.errstate(divide="ignore"):
+        log_q = np.log(group_sizes / total) / config.temperature
+    group_q = np.exp(log_q - log_q.max())
+    group_q /= group_q.sum()
+    q = np.zeros(len(plans))
+    for g, m in enumerate(members):
+        if group_sizes[g] > 0:
+            q[m] = group_q[g] * sizes[m] / group_sizes[g]
+    return q
+
+
+def mixing_probabilities(config: CorpusConfig) -> list[float]:
+    """The probability with which each source is drawn when mixing (resolves the files to size them)."""
+    return _probabilities(config, _plan_sources(config)).tolist()
+
+
+def _iter_source(plan: _SourcePlan, config: CorpusConfig) -> Iterator[tuple[str, int]]:
+    """One pass over a source: (document, physical lines read since the previous document)."""
+    files = plan.files
+    if config.shuffle:
+        files = [files[i] for i in plan.rng.permutation(len(files))]
+    pending = 0
+    for path in files:
+        previous = 0
+        for doc, line_no in _iter_records(path, plan.text_field, config.encoding_errors):
+            pending += line_no - previous
+            previous = line_no
+            if config.skip_empty and not doc.strip():
+                continue
+            yield doc, pending
+            pending = 0
+
+
+def _mix(
+    plans: list[_SourcePlan], q: np.ndarray, config: CorpusConfig, rng: np.random.Generator
+) -> Iterator[tuple[str, int]]:
+    """Draw sources by ``q`` until every source has run out at least once; restart the others."""
+    q = q.copy()
+    exhausted = [bool(p == 0) for p in q]  # a source that is never drawn cannot hold the stream open
+    streams = [_iter_source(plan, config) for plan in plans]
+    try:
+        while q.sum() > 0:
+            cdf = np.cumsum(q)
+            cdf /= cdf[-1]
+            draws = np.searchsorted(cdf, rng.random(_DRAW_BLOCK), side="right").tolist()
+            for i in draws:
+                item = next(streams[i], None)
+                if item is None:
+                    exhausted[i] = True
+                    if all(exhausted):
+                        return
+                    streams[i] = _iter_source(plans[i], config)  # cycle: upsample until the others finish
+                    item = next(streams[i], None)
+                    if item is None:  # the source holds no document at all: drop it and redraw
+                        q[i] = 0
+                        break
+                yield item
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Limits, shuffling, the full stream
+
+
+@dataclass
+class _LimitState:
+    stopped_by: str | None = None
+    first_doc_bytes: int | None = None
+
+
+def _limit(records: Iterator[tuple[str, int]], config: CorpusConfig, state: _LimitState) -> Iterator[str]:
+    n_docs = n_bytes = n_lines = 0
+    for doc, lines in records:
+        n_lines += lines
+        if config.max_lines is not None and n_lines > config.max_lines:
+            state.stopped_by = f"max_lines={config.max_lines}"
+            return
+        if config.max_bytes is not None:
+            size = len(doc.encode("utf-8"))
+            if n_bytes + size > config.max_bytes:
+                state.stopped_by = f"max_bytes={config.max_bytes}"
+                state.first_doc_bytes = size if n_docs == 0 else None
+                return
+            n_bytes += size
+        yield doc
+        n_docs += 1
+        if config.max_documents is not None and n_docs >= config.max_documents:
+            return
+        if config.max_lines is not None and n_lines >= config.max_lines:
+            return
+
+
+def _shuffle_buffer(docs: Iterator[str], size: int, rng: np.random.Generator) -> Iterator[str]:
+    """Buffer shuffle: fill ``size`` documents, then emit a random one for each new one; drain shuffled."""
+    buffer: list[str] = []
+    slots: Iterator[int] = iter(())
+    for doc in docs:
+        if len(buffer) < size:
+            buffer.append(doc)
+            continue
+        j = next(slots, None)
+        if j is None:
+            slots = iter(rng.integers(0, size, _DRAW_BLOCK).tolist())
+            j = next(slots)
+        yield buffer[j]
+        buffer[j] = doc
+    for j in rng.permutation(len(buffer)).tolist():
+        yield buffer[j]
+
+
+def iter_corpus(config: CorpusConfig) -> Iterator[str]:
+    """Stream the documents of a corpus: mixed, limited and shuffled as ``config`` says.
+
+    Paths are resolved (and pyarrow checked for parquet files) when this is called; files are read
+    lazily as the iterator advances. Raises :class:`CorpusError` at the end if no document was yielded.
+    """
+    seeds = np.random.SeedSequence(config.seed).spawn(2 + len(config.sources))
+    mix_rng, shuffle_rng, *source_rngs = (np.random.default_rng(s) for s in seeds)
+    plans = _plan_sources(config, source_rngs)
+    if len(plans) == 1:
+        records = _iter_source(plans[0], config)
+    else:
+        records = _mix(plans, _probabilities(config, plans), config, mix_rng)
+    return _stream(records, config, shuffle_rng)
+
+
+def _stream(
+    records: Iterator[tuple[str, int]], config: CorpusConfig, rng: np.random.Generator
+) -> Iterator[str]:
+    state = _LimitState()
+    docs = _limit(records, config, state)
+    if config.shuffle:
+        docs = _shuffle_buffer(docs, config.shuffle_buffer, rng)
+    n_docs = 0
+    try:
+        for doc in docs:
+            n_docs += 1
+            yield doc
+    finally:
+        records.close()  # release open files when the consumer stops early
+    if n_docs == 0:
+        raise _empty_corpus_error(config, state)
+
+
+def _empty_corpus_error(config: CorpusConfig, state: _LimitState) -> CorpusError:
+    paths = [p for source in config.sources for p in source.paths]
+    named = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    if state.first_doc_bytes is not None:
+        return CorpusError(
+            f"the corpus yielded no document: the first has {state.first_doc_bytes} bytes, over {state.stopped_by}",
+            path=named,
+            hint="raise max_bytes",
+        )
+    if state.stopped_by is not None:
+        return CorpusError(f"the corpus yielded no document within {state.stopped_by}", path=named)
+    return CorpusError(
+        "the corpus is empty: no non-empty document was found",
+        path=named,
+        hint="check the files and, for .jsonl/.parquet, that text_field names the field holding the text",
+    )

@@ -1,0 +1,1 @@
+"""Tokenizers: training, surface forms, Unicode scripts, and vocabulary statistics."""
