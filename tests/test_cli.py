@@ -91,7 +91,7 @@ def _bad_corpora(tmp: Path) -> dict[str, tuple[list[str], str]]:
     empty = tmp / "empty.txt"
     empty.write_text("\n\n  \n")
     undecodable = tmp / "latin1.txt"
-    undecodable.write_bytes("hola\n".encode() + "señor\n".encode("latin-1"))
+    undecodable.write_bytes(b"hola\n" + "señor\n".encode("latin-1"))
     jsonl = tmp / "docs.jsonl"
     jsonl.write_text(json.dumps({"content": "hola"}) + "\n")
     fake_gz = tmp / "notgzip.txt.gz"
