@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="vocabshift", standalone_mode=False)
+        # Standalone mode: usage errors print click's message and exit 2; library errors come out here.
+        app(args=argv, prog_name="vocabshift", standalone_mode=True)
     except VocabshiftError as err:
         if "--debug" in argv:
             raise
@@ -72,16 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as err:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as err:
         if "--debug" in argv:
             raise
         typer.echo(f"error: unexpected {type(err).__name__}: {err} (run with --debug for the traceback)", err=True)

@@ -164,3 +164,8 @@ def test_compressed_and_jsonl_corpora_train(capsys, tmp_path, roberta_source):
                            "--text-field", "content", "--vocab-size", 700, "--out", tmp_path / "o", "--no-progress")
     assert code == 0, err
     assert json.loads((tmp_path / "o" / "vocabshift_tokenizer.json").read_text())["documents"] == len(lines)
+
+
+def test_usage_error_exits_2_with_clicks_message(capsys, spanish):
+    code, _, err = run_cli(capsys, "tokenizer", "train", "--corpus", spanish, "--vocab-size", 600)
+    assert code == 2 and "Missing option '--source'" in err
