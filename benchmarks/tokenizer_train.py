@@ -288,22 +288,30 @@ def child(spec_path: str) -> None:
         phases.append({"phase": name, "seconds": now - since, "rss_mb": _status_mb("VmRSS")})
         return now
 
-    out = Path(spec["out"])
+    out = Path(spec.get("out", "."))
     if spec["impl"] == "vocabshift":
         import vocabshift.tokenization.train as vt
         from vocabshift.config import TokenizerTrainConfig
         from vocabshift.corpus import corpus_from_paths
 
         mark("import vocabshift", t0)
-        # Time vocabshift's own steps by wrapping them where train_tokenizer looks them up.
+        # Time vocabshift's own steps by wrapping them where train_tokenizer looks them up. Steps can
+        # nest (_train_with_sentencepiece calls _convert_sentencepiece): each reports its own time only.
         steps = {"load_source_tokenizer": "load source (transformers)", "_train_with_tokenizers": "stream + train",
-                 "_train_with_sentencepiece": "stream + train + convert .model", "_mirror_source": "mirror source",
-                 "_write_output": "write output", "_verify_reload": "reload + check"}
+                 "_train_with_sentencepiece": "stream + train", "_convert_sentencepiece": "convert .model (transformers)",
+                 "_mirror_source": "mirror source", "_write_output": "write output", "_verify_reload": "reload + check"}
+        nested: list[float] = []  # time spent in timed steps below each running step
+
         for attr, label in steps.items():
             def timed(*args: Any, _fn: Any = getattr(vt, attr), _label: str = label, **kwargs: Any) -> Any:
+                nested.append(0.0)
                 start = time.perf_counter()
                 result = _fn(*args, **kwargs)
-                mark(_label, start)
+                elapsed = time.perf_counter() - start
+                inner = nested.pop()
+                if nested:
+                    nested[-1] += elapsed
+                phases.append({"phase": _label, "seconds": elapsed - inner, "rss_mb": _status_mb("VmRSS")})
                 return result
 
             setattr(vt, attr, timed)
@@ -311,6 +319,10 @@ def child(spec_path: str) -> None:
                                       vocab_size=spec["vocab_size"], out=str(out), threads=spec["threads"],
                                       show_progress=False)
         vt.train_tokenizer(config)
+    elif spec["impl"] == "transformers":  # for scale: what importing AutoTokenizer costs by itself
+        from transformers import AutoTokenizer  # noqa: F401
+
+        mark("import transformers.AutoTokenizer", t0)
     elif spec["settings"]["trainer"] == "tokenizers":
         from tokenizers import Tokenizer, pre_tokenizers, trainers
 
@@ -445,54 +457,78 @@ def phase_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _phase(phases: list[dict[str, Any]], name: str, key: str = "seconds") -> float:
+    return sum(p[key] for p in phases if p["phase"] == name)
+
+
+def overhead_table(rows: list[dict[str, Any]]) -> str:
+    """vocabshift minus raw, split into the steps that explain it (fastest run of each)."""
+    lines = ["| case | extra time (s) | load source (transformers) | stream + train minus raw train "
+             "| other vocabshift steps | extra peak RSS (MiB) | RSS added by loading the source (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        vs, raw = r["phases"]["vocabshift"], r["phases"]["raw"]
+        extra = r["vs_s"] - r["raw_s"]
+        load = _phase(vs, "load source (transformers)")
+        train = _phase(vs, "stream + train") - _phase(raw, "train")
+        loaded_rss = next(p["rss_mb"] for p in vs if p["phase"] == "load source (transformers)")
+        lines.append(f"| {r['case']} | {extra:+.1f} | {load:.1f} | {train:+.1f} | {extra - load - train:+.1f} "
+                     f"| {r['vs_mb'] - r['raw_mb']:+.0f} | {loaded_rss - raw[0]['rss_mb']:+.0f} |")
+    return "\n".join(lines)
+
+
 def doc_section(rows: list[dict[str, Any]], args: argparse.Namespace, text: dict[str, Any],
-                facts: dict[str, Any]) -> str:
+                facts: dict[str, Any], reference: dict[str, Any]) -> str:
     command = "python benchmarks/tokenizer_train.py" + "".join(
         f" {flag} {value}" for flag, value, default in (
             ("--mb", f"{args.mb:g}", "100"), ("--vocab-size", args.vocab_size, 32000),
             ("--cases", ",".join(args.cases), ",".join(CASES)), ("--repeats", args.repeats, 1),
             ("--threads", args.threads, None)) if value != default)
-    sources = "\n".join(f"- `{case}`: {CASES[case]}" for case in args.cases)
+    sources = "\n".join(f"  - `{case}`: {CASES[case]}" for case in args.cases)
+    wordpiece_note = "" if "wordpiece" not in args.cases else (
+        "\n  tokenizers' WordPiece trainer is not deterministic from one process to the next (it breaks ties "
+        "between equally frequent pairs in hash-map order), so two raw WordPiece runs also differ by about 1%.")
     met = [r["case"] for r in rows if r["goal"] == "yes"]
     verdict = ("met for every case" if len(met) == len(rows)
                else f"met for {', '.join(met) or 'no case'}; missed for "
                     + ", ".join(f"{r['case']} ({r['goal'][4:-1]})" for r in rows if r["goal"] != "yes"))
     return f"""## Tokenizer training: vocabshift versus the raw trainers
 
-`{command}` ({datetime.date.today().isoformat()}): train a {args.vocab_size:,}-token tokenizer on the
-same text with `vocabshift.tokenization.train.train_tokenizer` and with the raw trainer it drives,
-given the same settings. Goal: vocabshift at most 1.1x the raw trainer in time and in peak memory,
-**{verdict}**.
+Train a {args.vocab_size:,}-token tokenizer on {text['bytes'] / 1e6:.0f} MB of text with
+`vocabshift.tokenization.train.train_tokenizer` and with the raw trainer it drives, given the same settings.
+Goal: vocabshift at most 1.1x the raw trainer in time and in peak memory: **{verdict}**.
+Measured on {datetime.date.today().isoformat()} with
+
+    {command}
 
 {table(rows)}
 
-- Each run is a fresh subprocess; time is measured inside it from its first statement (imports
-  included), peak memory is its peak resident set (`VmHWM`); min of {args.repeats} run(s).
-  Ratios are vocabshift / raw. "same vocab" is the share of tokens the two outputs have in common
-  (intersection over union).
-- raw: `Tokenizer.train([file], trainer)` on the source's pipeline with an empty model (for
-  `tokenizers`), `SentencePieceTrainer.train(input=file, ...)` (for `sentencepiece`), with the
-  arguments vocabshift passes (mirrored from `vocabshift/tokenization/train.py`); it saves the trained
-  `tokenizer.json` / `.model` only. vocabshift: everything `train_tokenizer` does, i.e. load the source
-  with transformers, stream the corpus through `vocabshift.corpus`, train, mirror the source pipeline
-  and special tokens, write the output folder, reload it with `AutoTokenizer` and check it.
-  Progress bars and logs are off in both.
+- Each run is a fresh subprocess.
+  Time is measured inside it from its first statement (imports included, interpreter start-up not); peak memory is its peak resident set (`VmHWM` in `/proc/self/status`).
+  Both are the minimum of {args.repeats} run(s); ratios are vocabshift / raw.
+  "same vocab" is the share of tokens the two outputs have in common (intersection over union).{wordpiece_note}
+- raw: `Tokenizer.train([file], trainer)` on the source's pipeline around an empty model (`tokenizers`), or `SentencePieceTrainer.train(input=file, ...)` (`sentencepiece`), with the arguments vocabshift passes, mirrored from `vocabshift/tokenization/train.py`.
+  It saves the trained `tokenizer.json` or `.model` and nothing else.
+- vocabshift: all that `train_tokenizer` does: load the source with transformers, stream the corpus through `vocabshift.corpus`, train, mirror the source's pipeline and special tokens, write the output folder, reload it with `AutoTokenizer` and check it.
+  Progress bars and trainer logs are off in both.
 - Sources:
 {sources}
-- Text: `{text['path']}`, {text['bytes']:,} bytes, {text['lines']:,} lines ({text['unique_lines']:,}
-  distinct), built from the 24 samples shipped in `vocabshift/data` (two Bibles, 22 UDHR translations,
-  about 8.3 MB of unique text): pass 0 is the samples verbatim with their lines interleaved, each
-  further pass repeats them with every line's word window shifted one more word along its sample's
-  word stream, so lines are not byte-identical copies (except in Chinese, Japanese and Thai, written
-  without spaces, about 0.6% of the text). The word types are those of the samples: a real corpus
-  of this size has many more, which costs the trainers more memory.
-- Machine: {facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, {facts['os']}; trainer threads:
-  {facts['threads']}. Python {facts['python']}, vocabshift {facts['vocabshift']}, tokenizers
-  {facts['tokenizers']}, sentencepiece {facts['sentencepiece']}, transformers {facts['transformers']},
-  torch {facts['torch']}.
+- Text: `{text['path']}`, {text['bytes']:,} bytes, {text['lines']:,} lines ({text['unique_lines']:,} distinct), one verse or paragraph per line.
+  It is the 24 samples shipped in `vocabshift/data` (two Bibles and 22 UDHR translations, about 8.3 MB of unique text) repeated:
+  pass 0 is the samples verbatim with their lines interleaved, and each further pass shifts every line's word window one more word along its sample's word stream, so repeated lines are not byte-identical copies
+  (except in Chinese, Japanese and Thai, which are written without spaces: about 0.6% of the text).
+  The word types stay those of the samples; a real corpus of this size has many more, which costs both implementations more memory and makes the fixed costs below a smaller share.
+- Machine: {facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, {facts['os']}; trainer threads: {facts['threads']}.
+  Python {facts['python']}, vocabshift {facts['vocabshift']}, tokenizers {facts['tokenizers']}, sentencepiece {facts['sentencepiece']}, transformers {facts['transformers']}, torch {facts['torch']}.
 
-Where the time goes (the fastest run of each; "stream + train" is vocabshift reading the corpus in
-Python while the trainer works, "RSS after" the resident memory when the step ended):
+Where the overhead comes from (the fastest run of each).
+"load source" is `load_source_tokenizer`, which goes through `AutoTokenizer`; importing it imports torch.
+For scale, a child that only runs `from transformers import AutoTokenizer` takes {reference['seconds']:.1f} s and {reference['peak_rss_mb']:.0f} MiB peak RSS here.
+"other vocabshift steps" are importing vocabshift, converting the trained `.model` (sentencepiece), mirroring the source, writing the output and the reload check.
+
+{overhead_table(rows)}
+
+Each step ("stream + train" is vocabshift reading the corpus in Python while the trainer works; "RSS after" is the resident memory when the step ended; steps in the order they ended):
 
 {phase_table(rows)}
 """
@@ -569,13 +605,18 @@ def main(argv: list[str] | None = None) -> None:
                       f"{result['peak_rss_mb']:8.0f} MiB peak RSS", flush=True)
         a, b = _vocab(outs["raw"]), _vocab(outs["vocabshift"])
         agreement[case] = 100 * len(a & b) / len(a | b)
+    log = runs / "transformers_import.log"
+    reference = run_child({"case": "reference", "impl": "transformers", "result": str(log.with_suffix(".result.json"))},
+                          log, args.threads)
     rows = summarize(results, agreement)
     print()
     print(table(rows))
     print()
     print(phase_table(rows))
+    print(f"\nfor scale: `from transformers import AutoTokenizer` alone: {reference['seconds']:.1f} s, "
+          f"{reference['peak_rss_mb']:.0f} MiB peak RSS")
     if not args.no_write:
-        write_doc(doc_section(rows, args, text, machine_facts(args.threads)))
+        write_doc(doc_section(rows, args, text, machine_facts(args.threads), reference))
         print(f"\nwrote the tokenizer_train section of {DOC.relative_to(ROOT)}")
 
 

@@ -37,3 +37,11 @@ class ConfigError(VocabshiftError):
 
 class OutputExistsError(VocabshiftError):
     """The output path exists and ``force`` was not given."""
+
+
+class ModelError(VocabshiftError):
+    """A model cannot take vocabulary surgery: no input embeddings, a head that does not fit, or inconsistent tying."""
+
+
+class IdMapError(VocabshiftError):
+    """An ``id_map``, or the rows and ids given with it, do not fit the model."""
