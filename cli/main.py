@@ -14,6 +14,7 @@ import typer
 
 from cli import demo as demo_cmd
 from cli import tokenizer as tokenizer_cmd
+from cli import vocab as vocab_cmd
 
 app = typer.Typer(
     name="vocabshift",
@@ -24,6 +25,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
+app.command("prune")(vocab_cmd.prune)
+app.command("extend")(vocab_cmd.extend)
 app.command("demo")(demo_cmd.demo)
 
 _state = {"debug": False}

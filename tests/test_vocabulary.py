@@ -1,0 +1,135 @@
+"""The vocabulary stage end to end: model + tokenizer pruned/extended, reloaded with Auto classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+from tests.conftest import udhr_lines
+from vocabshift.config import TokenizerTrainConfig
+from vocabshift.corpus import corpus_from_paths
+from vocabshift.errors import ConfigError, OutputExistsError
+from vocabshift.tokenization.train import train_tokenizer
+from vocabshift.vocabulary import PruneConfig, prune, read_id_map
+
+LATIN_TEXTS = udhr_lines("eng")[:6] + udhr_lines("spa")[:4] + udhr_lines("vie")[:2]
+
+
+@pytest.fixture(scope="module")
+def multilingual_bpe(tmp_path_factory, smollm2_source, multilingual_corpus) -> Path:
+    """A 3,000-token byte-level BPE trained on eight languages in six scripts (SmolLM2's family)."""
+    out = tmp_path_factory.mktemp("mbpe") / "tok"
+    train_tokenizer(TokenizerTrainConfig(source=str(smollm2_source), corpus=corpus_from_paths([multilingual_corpus]),
+                                         vocab_size=3000, out=str(out), show_progress=False))
+    return out
+
+
+def _pico_llama(tokenizer_dir: Path, directory: Path, tied: bool) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied,
+                         bos_token_id=tok.convert_tokens_to_ids("<|im_start|>"),
+                         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def _pico_bert_mlm(tokenizer_dir: Path, directory: Path) -> Path:
+    from transformers import BertConfig, BertForMaskedLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, pad_token_id=tok.pad_token_id)).eval()
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()  # a non-trivial MLM bias, so that its remapping is checked
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def _check_pruned(source_dir: Path, out: Path, model_cls, texts: list[str]) -> None:
+    src_tok, new_tok = AutoTokenizer.from_pretrained(source_dir), AutoTokenizer.from_pretrained(out)
+    src_model, new_model = model_cls.from_pretrained(source_dir).eval(), model_cls.from_pretrained(out).eval()
+    id_map = read_id_map(out)
+    assert id_map is not None and len(id_map) == len(new_tok) == new_model.config.vocab_size
+    ids = torch.tensor(id_map)
+    # kept rows bit-identical: input, output head, MLM bias
+    assert torch.equal(new_model.get_input_embeddings().weight, src_model.get_input_embeddings().weight[ids])
+    assert torch.equal(new_model.get_output_embeddings().weight, src_model.get_output_embeddings().weight[ids])
+    src_bias = getattr(src_model.get_output_embeddings(), "bias", None)
+    if src_bias is not None:
+        assert torch.equal(new_model.get_output_embeddings().bias, src_bias[ids])
+    for text in texts:
+        a = src_tok(text, return_tensors="pt")
+        b = new_tok(text, return_tensors="pt")
+        assert src_tok.convert_ids_to_tokens(a["input_ids"][0]) == new_tok.convert_ids_to_tokens(b["input_ids"][0])
+        assert torch.equal(ids[b["input_ids"][0]], a["input_ids"][0])
+        with torch.no_grad():
+            la, lb = src_model(**a).logits, new_model(**b).logits
+        torch.testing.assert_close(lb, la[..., ids], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_prune_pico_llama_to_latin(tmp_path, multilingual_bpe, tied):
+    source = _pico_llama(multilingual_bpe, tmp_path / "src", tied)
+    result = prune(PruneConfig(model=str(source), out=str(tmp_path / "out"), keep_scripts=["Latin"]))
+    _check_pruned(source, result.out, AutoModelForCausalLM, LATIN_TEXTS)
+    report = json.loads((result.out / "prune_report.json").read_text())
+    assert report["vocab_size"] < report["source_vocab_size"]
+    assert report["model"]["parameters_after"] < report["model"]["parameters_before"]
+    new_model = AutoModelForCausalLM.from_pretrained(result.out)
+    if tied:
+        assert new_model.get_output_embeddings().weight.data_ptr() == new_model.get_input_embeddings().weight.data_ptr()
+    # special ids follow their tokens
+    tok = AutoTokenizer.from_pretrained(result.out)
+    assert new_model.config.bos_token_id == tok.convert_tokens_to_ids("<|im_start|>")
+    # removed scripts still encode (bytes) and decode back
+    amharic = udhr_lines("amh")[0]
+    assert tok.decode(tok(amharic, add_special_tokens=False)["input_ids"]) == amharic
+
+
+def test_prune_pico_bert_mlm_with_frequency(tmp_path, minilm_source):
+    source = _pico_bert_mlm(minilm_source, tmp_path / "src")
+    corpus = tmp_path / "en.txt"
+    corpus.write_text("\n".join(udhr_lines("eng")), encoding="utf-8")
+    result = prune(PruneConfig(model=str(source), out=str(tmp_path / "out"),
+                               keep_corpus=corpus_from_paths([corpus]), min_count=1))
+    # English UDHR used a small part of BERT's 30,522 tokens; the text itself is unchanged
+    assert result.report["vocab_size"] < 5000
+    _check_pruned(source, result.out, AutoModelForMaskedLM, udhr_lines("eng")[:8])
+
+
+def test_prune_pad_to_multiple_of(tmp_path, multilingual_bpe):
+    source = _pico_llama(multilingual_bpe, tmp_path / "src", tied=True)
+    result = prune(PruneConfig(model=str(source), out=str(tmp_path / "out"), keep_scripts=["Latn", "Cyrl"],
+                               pad_to_multiple_of=64))
+    model = AutoModelForCausalLM.from_pretrained(result.out)
+    assert model.config.vocab_size % 64 == 0 and model.config.vocab_size >= len(result.id_map)
+
+
+def test_tokenizer_only_source_writes_tokenizer_and_id_map(tmp_path, multilingual_bpe):
+    result = prune(PruneConfig(model=str(multilingual_bpe), out=str(tmp_path / "out"), keep_scripts=["Latin"]))
+    assert result.report["model"] is None
+    assert (result.out / "tokenizer.json").exists() and not (result.out / "model.safetensors").exists()
+    assert read_id_map(result.out) == result.id_map
+
+
+def test_bad_inputs(tmp_path, multilingual_bpe):
+    with pytest.raises(ConfigError, match="unknown"):
+        PruneConfig(model=str(multilingual_bpe), out=str(tmp_path / "o"), keep_scripts=["Klingon"])
+    with pytest.raises(ConfigError, match="nothing to keep by"):
+        PruneConfig(model=str(multilingual_bpe), out=str(tmp_path / "o"))
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(OutputExistsError):
+        prune(PruneConfig(model=str(multilingual_bpe), out=str(tmp_path / "exists"), keep_scripts=["Latin"]))
+    assert list((tmp_path / "exists").iterdir()) == []

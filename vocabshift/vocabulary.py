@@ -1,0 +1,160 @@
+"""The vocabulary stage: prune or extend a model's vocabulary (``vocabshift prune`` / ``vocabshift extend``).
+
+Both produce a loadable model directory (or a tokenizer directory when the source has no weights)
+plus ``id_map.json`` — for each new id the source id it came from, or -1 for a new token — and a
+report. Pruning follows MAFT (Alabi et al., 2022, "Adapting Pre-trained Language Models to African
+Languages via Multilingual Adaptive Fine-Tuning"): drop the tokens of scripts the target languages do
+not use, which removes about half of XLM-R's parameters. Extension appends target-language tokens
+after the source's, initialised by the mean of the source embeddings until an init method fills them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vocabshift.config import ConfigMixin
+from vocabshift.corpus import CorpusConfig, iter_corpus
+from vocabshift.errors import ConfigError
+from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.surgery.checkpoint import directory_size, has_model, load_model, parameter_count, save_model
+from vocabshift.surgery.resize import remap_vocab
+from vocabshift.tokenization.scripts import resolve_scripts
+from vocabshift.tokenization.source import load_source_tokenizer
+
+log = logging.getLogger(__name__)
+
+ID_MAP_FILE = "id_map.json"
+
+
+@dataclass
+class PruneConfig(ConfigMixin):
+    """Prune a model's vocabulary by script and/or corpus frequency (``vocabshift prune``)."""
+
+    model: str = field(metadata={"help": "Source model directory (or tokenizer directory, or .gguf file)."})
+    out: str = field(metadata={"help": "Output directory (written atomically)."})
+    keep_scripts: list[str] | None = field(
+        default=None, metadata={"help": "Unicode scripts to keep, names or ISO 15924 codes (Latin, Ethi, Arabic)."})
+    keep_corpus: CorpusConfig | None = field(
+        default=None, metadata={"help": "Also keep tokens used at least min_count times on this corpus."})
+    min_count: int = field(default=1, metadata={"help": "Frequency pruning: minimum number of uses to keep a token."})
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "Pad the embedding matrices to a multiple of this (tensor-core friendly)."})
+    force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
+
+    def __post_init__(self) -> None:
+        if not self.keep_scripts and self.keep_corpus is None:
+            raise ConfigError("nothing to keep by: give keep_scripts (--keep-scripts) and/or keep_corpus (--keep-corpus)")
+        if self.keep_scripts:
+            resolve_scripts(self.keep_scripts)  # an unknown script fails here, before any work
+        if self.min_count < 1:
+            raise ConfigError(f"min_count must be at least 1, got {self.min_count}")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ConfigError(f"pad_to_multiple_of must be positive, got {self.pad_to_multiple_of}")
+
+
+@dataclass
+class ExtendConfig(ConfigMixin):
+    """Add target-language tokens missing from a model's vocabulary (``vocabshift extend``)."""
+
+    model: str = field(metadata={"help": "Source model directory (or tokenizer directory, or .gguf file)."})
+    tokenizer: str = field(metadata={"help": "Target tokenizer of the same family (e.g. from `vocabshift tokenizer train`)."})
+    out: str = field(metadata={"help": "Output directory (written atomically)."})
+    max_new: int | None = field(default=None, metadata={"help": "Add at most this many new tokens."})
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "Pad the embedding matrices to a multiple of this (tensor-core friendly)."})
+    force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
+
+    def __post_init__(self) -> None:
+        if self.max_new is not None and self.max_new < 0:
+            raise ConfigError(f"max_new must be >= 0, got {self.max_new}")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ConfigError(f"pad_to_multiple_of must be positive, got {self.pad_to_multiple_of}")
+
+
+@dataclass
+class VocabularyResult:
+    """What a vocabulary stage wrote."""
+
+    out: Path
+    id_map: list[int]
+    report: dict[str, Any]
+
+
+def _apply_to_model(source_path: str, id_map: list[int], pad_to_multiple_of: int | None, out_dir: Path,
+                    report: dict[str, Any]) -> None:
+    if not has_model(source_path):
+        report["model"] = None
+        log.info("%s holds no model weights: wrote the tokenizer and id_map only", source_path)
+        return
+    model = load_model(source_path)
+    before = parameter_count(model)
+    layout = remap_vocab(model, id_map, pad_to_multiple_of=pad_to_multiple_of)
+    save_model(model, out_dir)
+    report["model"] = {
+        "class": type(model).__name__,
+        "tied": layout.tied,
+        "vocab_size": layout.vocab_size,
+        "parameters_before": before,
+        "parameters_after": parameter_count(model),
+        "weights_bytes_before": directory_size(source_path),
+        "weights_bytes_after": directory_size(out_dir),
+    }
+
+
+def _write_id_map(out_dir: Path, source: str, id_map: list[int]) -> None:
+    data = {"source": str(source), "size": len(id_map), "new_tokens": sum(1 for i in id_map if i < 0),
+            "id_map": id_map}
+    (out_dir / ID_MAP_FILE).write_text(json.dumps(data))
+
+
+def read_id_map(directory: str | Path) -> list[int] | None:
+    """The ``id_map`` a vocabulary stage wrote into ``directory``, or None when there is none."""
+    path = Path(directory) / ID_MAP_FILE
+    if not path.exists():
+        return None
+    return list(json.loads(path.read_text())["id_map"])
+
+
+def prune(config: PruneConfig) -> VocabularyResult:
+    """Prune the source vocabulary to the kept scripts/frequent tokens; write model, tokenizer, id_map, report."""
+    from vocabshift.tokenization.prune import build_keep_set, prune_tokenizer, write_pruned_tokenizer
+
+    out = check_output_path(config.out, config.force)
+    source = load_source_tokenizer(config.model)
+    texts = iter_corpus(config.keep_corpus) if config.keep_corpus is not None else None
+    keep = build_keep_set(source, keep_scripts=config.keep_scripts, texts=texts, min_count=config.min_count)
+    pruned = prune_tokenizer(source, keep)
+    report: dict[str, Any] = {"stage": "prune", "source": str(config.model), "config": config.to_dict(),
+                              "source_vocab_size": len(source.hf), "vocab_size": len(pruned.id_map),
+                              "tokens": pruned.report.as_dict()}
+    with atomic_output_dir(out, force=config.force) as tmp:
+        write_pruned_tokenizer(pruned, source, tmp)
+        _apply_to_model(config.model, pruned.id_map, config.pad_to_multiple_of, tmp, report)
+        _write_id_map(tmp, config.model, pruned.id_map)
+        (tmp / "prune_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    log.info("pruned %s: %d -> %d tokens -> %s", config.model, report["source_vocab_size"], report["vocab_size"], out)
+    return VocabularyResult(out=out, id_map=pruned.id_map, report=report)
+
+
+def extend(config: ExtendConfig) -> VocabularyResult:
+    """Append the target tokenizer's missing tokens; new rows start as the source mean (id_map -1)."""
+    from vocabshift.tokenization.extend import extend_tokenizer, write_extended_tokenizer
+
+    out = check_output_path(config.out, config.force)
+    source = load_source_tokenizer(config.model)
+    target = load_source_tokenizer(config.tokenizer)
+    ext = extend_tokenizer(source, target, max_new=config.max_new)
+    report: dict[str, Any] = {"stage": "extend", "source": str(config.model), "config": config.to_dict(),
+                              "source_vocab_size": len(source.hf), "vocab_size": len(ext.id_map),
+                              "tokens": ext.report}
+    with atomic_output_dir(out, force=config.force) as tmp:
+        write_extended_tokenizer(ext, source, tmp)
+        _apply_to_model(config.model, ext.id_map, config.pad_to_multiple_of, tmp, report)
+        _write_id_map(tmp, config.model, ext.id_map)
+        (tmp / "extend_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    log.info("extended %s: %d -> %d tokens -> %s", config.model, report["source_vocab_size"], report["vocab_size"], out)
+    return VocabularyResult(out=out, id_map=ext.id_map, report=report)
