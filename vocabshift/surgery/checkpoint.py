@@ -63,14 +63,26 @@ def load_model(path: str | Path, dtype: Any = None) -> Any:
     gguf = _gguf(path)
     try:
         if gguf is not None:
-            return AutoModelForCausalLM.from_pretrained(str(gguf[0]), gguf_file=gguf[1], dtype=dtype,
-                                                        local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf[0]), gguf_file=gguf[1], dtype=dtype,
+                                                         local_files_only=True)
+            _forget_gguf_quantization(model)
+            return model
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
         cls = model_class_for(config)
         return cls.from_pretrained(str(path), config=config, dtype=dtype, local_files_only=True)
     except Exception as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise ModelError(f"cannot load a model from it ({first})", path=path) from err
+
+
+def _forget_gguf_quantization(model: Any) -> None:
+    """A GGUF load dequantizes every tensor to ``dtype``, but leaves the model marked quantized, which
+    makes ``save_pretrained`` refuse it. The weights are plain tensors: drop the marks."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def parameter_count(model: Any) -> int:
