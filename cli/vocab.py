@@ -23,6 +23,7 @@ def prune(
     more_corpus: list[str] = typer.Argument(None, hidden=True, help="More --keep-corpus paths."),
     min_count: int = typer.Option(1, "--min-count", help=field_help(_P, "min_count")),
     pad_to_multiple_of: int = typer.Option(None, "--pad-to-multiple-of", help=field_help(_P, "pad_to_multiple_of")),
+    in_memory: bool = typer.Option(False, "--in-memory", help=field_help(_P, "in_memory")),
     force: bool = typer.Option(False, "--force", help=field_help(_P, "force")),
 ) -> None:
     """Drop the tokens of scripts the target languages do not use (MAFT) and/or rarely used tokens."""
@@ -33,7 +34,7 @@ def prune(
         model=model, out=str(out),
         keep_scripts=[s.strip() for s in keep_scripts.split(",") if s.strip()] if keep_scripts else None,
         keep_corpus=corpus_config(paths) if paths else None, min_count=min_count,
-        pad_to_multiple_of=pad_to_multiple_of, force=force,
+        pad_to_multiple_of=pad_to_multiple_of, in_memory=in_memory, force=force,
     )
     result = run_prune(cfg)
     _summary(result.report)
@@ -45,13 +46,14 @@ def extend(
     out: Path = typer.Option(..., "--out", help=field_help(_E, "out")),
     max_new: int = typer.Option(None, "--max-new", help=field_help(_E, "max_new")),
     pad_to_multiple_of: int = typer.Option(None, "--pad-to-multiple-of", help=field_help(_E, "pad_to_multiple_of")),
+    in_memory: bool = typer.Option(False, "--in-memory", help=field_help(_E, "in_memory")),
     force: bool = typer.Option(False, "--force", help=field_help(_E, "force")),
 ) -> None:
     """Add the target tokenizer's tokens that the source vocabulary lacks (new rows start as the mean)."""
     from vocabshift.vocabulary import extend as run_extend
 
     cfg = ExtendConfig(model=model, tokenizer=tokenizer, out=str(out), max_new=max_new,
-                       pad_to_multiple_of=pad_to_multiple_of, force=force)
+                       pad_to_multiple_of=pad_to_multiple_of, in_memory=in_memory, force=force)
     result = run_extend(cfg)
     _summary(result.report)
 

@@ -61,14 +61,15 @@ def _check_pruned(source_dir: Path, out: Path, model_cls, texts: list[str]) -> N
     src_tok, new_tok = AutoTokenizer.from_pretrained(source_dir), AutoTokenizer.from_pretrained(out)
     src_model, new_model = model_cls.from_pretrained(source_dir).eval(), model_cls.from_pretrained(out).eval()
     id_map = read_id_map(out)
-    assert id_map is not None and len(id_map) == len(new_tok) == new_model.config.vocab_size
+    assert id_map is not None and len(id_map) == len(new_tok) <= new_model.config.vocab_size  # padding allowed
     ids = torch.tensor(id_map)
+    n = len(ids)
     # kept rows bit-identical: input, output head, MLM bias
-    assert torch.equal(new_model.get_input_embeddings().weight, src_model.get_input_embeddings().weight[ids])
-    assert torch.equal(new_model.get_output_embeddings().weight, src_model.get_output_embeddings().weight[ids])
+    assert torch.equal(new_model.get_input_embeddings().weight[:n], src_model.get_input_embeddings().weight[ids])
+    assert torch.equal(new_model.get_output_embeddings().weight[:n], src_model.get_output_embeddings().weight[ids])
     src_bias = getattr(src_model.get_output_embeddings(), "bias", None)
     if src_bias is not None:
-        assert torch.equal(new_model.get_output_embeddings().bias, src_bias[ids])
+        assert torch.equal(new_model.get_output_embeddings().bias[:n], src_bias[ids])
     for text in texts:
         a = src_tok(text, return_tensors="pt")
         b = new_tok(text, return_tensors="pt")
@@ -76,7 +77,7 @@ def _check_pruned(source_dir: Path, out: Path, model_cls, texts: list[str]) -> N
         assert torch.equal(ids[b["input_ids"][0]], a["input_ids"][0])
         with torch.no_grad():
             la, lb = src_model(**a).logits, new_model(**b).logits
-        torch.testing.assert_close(lb, la[..., ids], rtol=0, atol=1e-5)
+        torch.testing.assert_close(lb[..., :n], la[..., ids], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -133,3 +134,34 @@ def test_bad_inputs(tmp_path, multilingual_bpe):
     with pytest.raises(OutputExistsError):
         prune(PruneConfig(model=str(multilingual_bpe), out=str(tmp_path / "exists"), keep_scripts=["Latin"]))
     assert list((tmp_path / "exists").iterdir()) == []
+
+
+@pytest.mark.parametrize("arch", ["llama_tied", "llama_untied", "bert_mlm"])
+def test_lean_safetensors_path_equals_in_memory_path(tmp_path, multilingual_bpe, minilm_source, arch):
+    from safetensors.torch import load_file
+
+    if arch == "bert_mlm":
+        source, scripts = _pico_bert_mlm(minilm_source, tmp_path / "src"), ["Latin"]
+    else:
+        source, scripts = _pico_llama(multilingual_bpe, tmp_path / "src", tied=arch == "llama_tied"), ["Latin"]
+    # re-save sharded, so that the lean path streams several shards and rewrites the index
+    cls = AutoModelForMaskedLM if arch == "bert_mlm" else AutoModelForCausalLM
+    sharded = tmp_path / "sharded"
+    cls.from_pretrained(source).save_pretrained(sharded, max_shard_size="100KB")
+    AutoTokenizer.from_pretrained(source).save_pretrained(sharded)
+    assert (sharded / "model.safetensors.index.json").exists()
+    lean = prune(PruneConfig(model=str(sharded), out=str(tmp_path / "lean"), keep_scripts=scripts,
+                             pad_to_multiple_of=8))
+    full = prune(PruneConfig(model=str(sharded), out=str(tmp_path / "full"), keep_scripts=scripts,
+                             pad_to_multiple_of=8, in_memory=True))
+    assert lean.report["model"]["path"].startswith("lean") and full.report["model"]["path"] == "in memory"
+    a = {k: v for f in sorted(lean.out.glob("*.safetensors")) for k, v in load_file(f).items()}
+    b = {k: v for f in sorted(full.out.glob("*.safetensors")) for k, v in load_file(f).items()}
+    # the in-memory save drops tied aliases the same way; compare the tensors both have, all of them
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ca, cb = (json.loads((d.out / "config.json").read_text()) for d in (lean, full))
+    for key in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings"):
+        assert ca.get(key) == cb.get(key), key
+    _check_pruned(source, lean.out, cls, LATIN_TEXTS[:4])

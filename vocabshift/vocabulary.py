@@ -21,6 +21,7 @@ from vocabshift.corpus import CorpusConfig, iter_corpus
 from vocabshift.errors import ConfigError
 from vocabshift.outputs import atomic_output_dir, check_output_path
 from vocabshift.surgery.checkpoint import directory_size, has_model, load_model, parameter_count, save_model
+from vocabshift.surgery.lazy import remap_checkpoint, safetensors_files
 from vocabshift.surgery.resize import remap_vocab
 from vocabshift.tokenization.scripts import resolve_scripts
 from vocabshift.tokenization.source import load_source_tokenizer
@@ -43,6 +44,8 @@ class PruneConfig(ConfigMixin):
     min_count: int = field(default=1, metadata={"help": "Frequency pruning: minimum number of uses to keep a token."})
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad the embedding matrices to a multiple of this (tensor-core friendly)."})
+    in_memory: bool = field(default=False, metadata={
+        "help": "Load the whole model instead of streaming safetensors tensor by tensor (the lean default)."})
     force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
     def __post_init__(self) -> None:
@@ -66,6 +69,8 @@ class ExtendConfig(ConfigMixin):
     max_new: int | None = field(default=None, metadata={"help": "Add at most this many new tokens."})
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad the embedding matrices to a multiple of this (tensor-core friendly)."})
+    in_memory: bool = field(default=False, metadata={
+        "help": "Load the whole model instead of streaming safetensors tensor by tensor (the lean default)."})
     force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
     def __post_init__(self) -> None:
@@ -85,21 +90,24 @@ class VocabularyResult:
 
 
 def _apply_to_model(source_path: str, id_map: list[int], pad_to_multiple_of: int | None, out_dir: Path,
-                    report: dict[str, Any]) -> None:
+                    report: dict[str, Any], in_memory: bool) -> None:
     if not has_model(source_path):
         report["model"] = None
         log.info("%s holds no model weights: wrote the tokenizer and id_map only", source_path)
         return
-    model = load_model(source_path)
-    before = parameter_count(model)
-    layout = remap_vocab(model, id_map, pad_to_multiple_of=pad_to_multiple_of)
-    save_model(model, out_dir)
+    lean = not in_memory and Path(source_path).is_dir() and bool(safetensors_files(Path(source_path)))
+    if lean:
+        model_report = remap_checkpoint(source_path, out_dir, id_map, pad_to_multiple_of=pad_to_multiple_of)
+    else:
+        model = load_model(source_path)
+        before = parameter_count(model)
+        layout = remap_vocab(model, id_map, pad_to_multiple_of=pad_to_multiple_of)
+        save_model(model, out_dir)
+        model_report = {"class": type(model).__name__, "tied": layout.tied, "vocab_size": layout.vocab_size,
+                        "parameters_before": before, "parameters_after": parameter_count(model)}
     report["model"] = {
-        "class": type(model).__name__,
-        "tied": layout.tied,
-        "vocab_size": layout.vocab_size,
-        "parameters_before": before,
-        "parameters_after": parameter_count(model),
+        **model_report,
+        "path": "lean (safetensors streamed)" if lean else "in memory",
         "weights_bytes_before": directory_size(source_path),
         "weights_bytes_after": directory_size(out_dir),
     }
@@ -133,7 +141,7 @@ def prune(config: PruneConfig) -> VocabularyResult:
                               "tokens": pruned.report.as_dict()}
     with atomic_output_dir(out, force=config.force) as tmp:
         write_pruned_tokenizer(pruned, source, tmp)
-        _apply_to_model(config.model, pruned.id_map, config.pad_to_multiple_of, tmp, report)
+        _apply_to_model(config.model, pruned.id_map, config.pad_to_multiple_of, tmp, report, config.in_memory)
         _write_id_map(tmp, config.model, pruned.id_map)
         (tmp / "prune_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     log.info("pruned %s: %d -> %d tokens -> %s", config.model, report["source_vocab_size"], report["vocab_size"], out)
@@ -153,7 +161,7 @@ def extend(config: ExtendConfig) -> VocabularyResult:
                               "tokens": ext.report}
     with atomic_output_dir(out, force=config.force) as tmp:
         write_extended_tokenizer(ext, source, tmp)
-        _apply_to_model(config.model, ext.id_map, config.pad_to_multiple_of, tmp, report)
+        _apply_to_model(config.model, ext.id_map, config.pad_to_multiple_of, tmp, report, config.in_memory)
         _write_id_map(tmp, config.model, ext.id_map)
         (tmp / "extend_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     log.info("extended %s: %d -> %d tokens -> %s", config.model, report["source_vocab_size"], report["vocab_size"], out)

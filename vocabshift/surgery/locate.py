@@ -91,21 +91,23 @@ def _module_path(model: nn.Module, module: nn.Module) -> str | None:
     return None
 
 
-def _vocab_weight(module: nn.Module, what: str, model: nn.Module) -> torch.Tensor:
+def _vocab_weight(module: nn.Module, what: str, model: nn.Module, allow_meta: bool = False) -> torch.Tensor:
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         raise ModelError(
             f"{type(model).__name__}: the {what} ({type(module).__name__}) has no 2-D weight matrix",
             hint="vocabulary surgery supports nn.Embedding inputs and nn.Linear heads",
         )
-    if weight.is_meta:
+    if weight.is_meta and not allow_meta:
         raise ModelError(f"{type(model).__name__}: the {what} weight is on the meta device",
                          hint="load the model fully (no device_map offloading) before surgery")
     return weight
 
 
-def locate(model: nn.Module) -> EmbeddingLayout:
+def locate(model: nn.Module, allow_meta: bool = False) -> EmbeddingLayout:
     """Find the input embeddings, LM head, output bias and tie status of ``model``.
+
+    ``allow_meta`` accepts a model built on the meta device (the lean checkpoint path plans on one).
 
     Raises :class:`ModelError` (naming the model class) when the model has no input embeddings or its
     head does not have one row per input token.
@@ -122,7 +124,7 @@ def locate(model: nn.Module) -> EmbeddingLayout:
     input_path = _module_path(model, embeddings)
     if input_path is None:
         raise ModelError(f"{cls}.get_input_embeddings() returns a module that is not part of the model")
-    in_weight = _vocab_weight(embeddings, "input embeddings", model)
+    in_weight = _vocab_weight(embeddings, "input embeddings", model, allow_meta)
     vocab_size = in_weight.shape[0]
 
     get_output = getattr(model, "get_output_embeddings", None)
@@ -135,7 +137,7 @@ def locate(model: nn.Module) -> EmbeddingLayout:
     if head is not None and output_path is None:
         raise ModelError(f"{cls}.get_output_embeddings() returns a module that is not part of the model")
     if head is not None:
-        out_weight = _vocab_weight(head, "output embeddings", model)
+        out_weight = _vocab_weight(head, "output embeddings", model, allow_meta)
         if out_weight.shape[0] != vocab_size:
             raise ModelError(f"{cls}: the LM head {output_path} has {out_weight.shape[0]} rows but the input "
                              f"embeddings {input_path} have {vocab_size}",

@@ -50,6 +50,7 @@ def remap_vocab(
     new_bias: torch.Tensor | None = None,
     pad_to_multiple_of: int | None = None,
     special_token_ids: Mapping[str, TokenIds] | None = None,
+    allow_meta: bool = False,
 ) -> EmbeddingLayout:
     """Give ``model`` the vocabulary described by ``id_map``, in place; returns the new layout.
 
@@ -65,6 +66,8 @@ def remap_vocab(
             mean rows; ``config.vocab_size`` becomes the padded size.
         special_token_ids: explicit ids to set instead of remapping, keyed ``"pad_token_id"`` (or
             ``"pad"``); they apply to the config and the generation config.
+        allow_meta: accept a model on the meta device: shapes and configs are remapped, no data
+            (how :mod:`vocabshift.surgery.lazy` plans a checkpoint edit).
 
     Raises:
         IdMapError: source ids out of range, rows of the wrong shape, ids outside the new vocabulary.
@@ -72,20 +75,14 @@ def remap_vocab(
             ids depend on would move.
         ConfigError: ``pad_to_multiple_of`` is not a positive integer.
     """
-    layout = locate(model)
+    layout = locate(model, allow_meta=allow_meta)
     cls = type(model).__name__
     if not layout.tie_is_consistent:
         raise ModelError(f"{cls}: {describe_tie_mismatch(layout)}")
 
-    src = _as_id_tensor(id_map)
     old_size = layout.vocab_size
-    _check_range(src, old_size)
-    n_ids = src.numel()
-    size = _padded(n_ids, pad_to_multiple_of)
-
-    keep_pos = torch.nonzero(src >= 0).flatten()
-    kept_src = src[keep_pos]
-    new_pos = torch.nonzero(src < 0).flatten()
+    keep_pos, kept_src, new_pos, size = plan_rows(id_map, old_size, pad_to_multiple_of)
+    n_ids = keep_pos.numel() + new_pos.numel()
     n_new = new_pos.numel()
 
     in_weight = model.get_parameter(layout.input_weight)
@@ -145,7 +142,7 @@ def remap_vocab(
     for message in dropped_ids:
         log.warning(message)
 
-    new_layout = locate(model)
+    new_layout = locate(model, allow_meta=allow_meta)
     if layout.tied:
         head_weight = model.get_parameter(new_layout.output_weight)
         if not (new_layout.tied and head_weight.data_ptr() == model.get_parameter(new_layout.input_weight).data_ptr()):
@@ -199,6 +196,23 @@ def _check_rows(rows: Any, name: str, n_new: int, like: torch.Tensor) -> torch.T
     if rows.dtype.is_floating_point and not bool(torch.isfinite(rows).all()):
         raise IdMapError(f"{name} contains NaN or infinite values")
     return rows.to(device=like.device, dtype=like.dtype)
+
+
+def plan_rows(id_map: Sequence[int] | torch.Tensor, old_size: int,
+              pad_to_multiple_of: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """``(keep_pos, kept_src, new_pos, size)`` of an id_map: where kept rows go, where they come from,
+    which rows are new, and the (padded) new size."""
+    src = _as_id_tensor(id_map)
+    _check_range(src, old_size)
+    size = _padded(src.numel(), pad_to_multiple_of)
+    keep_pos = torch.nonzero(src >= 0).flatten()
+    return keep_pos, src[keep_pos], torch.nonzero(src < 0).flatten(), size
+
+
+def remap_rows(old: torch.Tensor, plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]) -> torch.Tensor:
+    """A vocabulary-sized tensor rebuilt by a :func:`plan_rows` plan (new and padding rows: the mean)."""
+    keep_pos, kept_src, new_pos, size = plan
+    return _remap_rows(old, keep_pos, kept_src, new_pos, None, size).data
 
 
 def _remap_rows(old: torch.Tensor, keep_pos: torch.Tensor, kept_src: torch.Tensor, new_pos: torch.Tensor,

@@ -1,0 +1,158 @@
+"""Memory-lean vocabulary surgery on safetensors checkpoints, without instantiating the model.
+
+Pruning a 7B model should need memory on the order of its embedding matrices, not of the whole model.
+The plan comes from the model built on the *meta* device (no storage): :func:`locate` names the
+vocabulary-sized tensors (and their aliases: tied heads, BERT's two bias names) and
+:func:`remap_vocab` rewrites the config and generation config exactly as the in-memory path does.
+The weights are then streamed shard by shard, tensor by tensor: a vocabulary-sized tensor is read,
+remapped (kept rows copied bit for bit, new and padding rows the mean) and written; every other
+tensor is copied as raw bytes in chunks, never materialised. Output shards keep the source sharding.
+
+safetensors layout (https://huggingface.co/docs/safetensors): an 8-byte little-endian header length,
+a JSON header ``{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}``, then the
+tensor bytes; offsets are relative to the end of the header. The ``safetensors`` library has no
+streaming writer, so the header and byte stream are written here and read back with it in the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vocabshift.errors import ModelError
+from vocabshift.surgery.locate import locate
+from vocabshift.surgery.resize import plan_rows, remap_rows, remap_vocab
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 << 20  # bytes copied per read for tensors that do not change
+
+
+def safetensors_files(directory: Path) -> list[Path]:
+    """The checkpoint's safetensors shards (from the index when sharded)."""
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [directory / name for name in sorted(set(weight_map.values()))]
+    single = directory / "model.safetensors"
+    return [single] if single.exists() else []
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return header, 8 + n
+
+
+def _meta_model(directory: Path) -> Any:
+    from transformers import AutoConfig, GenerationConfig
+
+    from vocabshift.surgery.checkpoint import model_class_for
+
+    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    cls = model_class_for(config)
+    with torch.device("meta"):
+        model = cls.from_config(config) if hasattr(cls, "from_config") and cls.__name__.startswith("Auto") \
+            else cls(config)
+    if (directory / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(str(directory))
+    return model
+
+
+def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequence[int],
+                     pad_to_multiple_of: int | None = None) -> dict[str, Any]:
+    """Write ``source_dir``'s checkpoint with the vocabulary of ``id_map`` into ``out_dir`` (which exists).
+
+    Returns a small report (class, tie status, sizes). Raises :class:`ModelError` when the checkpoint
+    has no safetensors weights or its tensor names do not match the model's parameters.
+    """
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    files = safetensors_files(source_dir)
+    if not files:
+        raise ModelError("no safetensors weights to edit lazily", path=source_dir,
+                         hint="the in-memory path handles .bin and GGUF checkpoints")
+    model = _meta_model(source_dir)
+    before = locate(model, allow_meta=True)
+    vocab_names = {before.input_weight, before.output_weight, before.output_bias, *before.other_vocab_params}
+    vocab_names.discard(None)
+    parameters_before = sum(p.numel() for p in model.parameters())
+    remap_vocab(model, id_map, pad_to_multiple_of=pad_to_multiple_of, allow_meta=True)  # config + shapes
+    plan = plan_rows(id_map, before.vocab_size, pad_to_multiple_of)
+
+    found: set[str] = set()
+    total = 0
+    for path in files:
+        total += _rewrite_file(path, out_dir / path.name, vocab_names, plan, found)
+    if before.input_weight not in found:
+        raise ModelError(f"the checkpoint has no tensor named {before.input_weight!r}, which "
+                         f"{type(model).__name__} keeps its input embeddings in", path=source_dir,
+                         hint="re-save it with save_pretrained, or use the in-memory path")
+    index = source_dir / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data.setdefault("metadata", {})["total_size"] = total
+        (out_dir / index.name).write_text(json.dumps(data, indent=2))
+    model.config.save_pretrained(str(out_dir))
+    if (source_dir / "generation_config.json").exists():
+        model.generation_config.save_pretrained(str(out_dir))
+    for extra in ("README.md",):
+        if (source_dir / extra).exists():
+            shutil.copy2(source_dir / extra, out_dir / extra)
+    after = locate(model, allow_meta=True)
+    return {"class": type(model).__name__, "tied": after.tied, "vocab_size": after.vocab_size,
+            "parameters_before": parameters_before, "parameters_after": sum(p.numel() for p in model.parameters()),
+            "tensors_rewritten": sorted(found)}
+
+
+def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found: set[str]) -> int:
+    """Stream one shard; returns the bytes of tensor data written."""
+    from safetensors import safe_open
+
+    header, data_start = _read_header(src)
+    metadata = header.pop("__metadata__", None)
+    names = sorted(header, key=lambda n: header[n]["data_offsets"][0])  # keep the source's byte order
+    new_tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(src), framework="pt") as f:
+        for name in names:
+            if name in vocab_names:
+                new_tensors[name] = remap_rows(f.get_tensor(name), plan).contiguous()
+                found.add(name)
+    new_header: dict[str, Any] = {} if metadata is None else {"__metadata__": metadata}
+    offset = 0
+    for name in names:
+        info = header[name]
+        if name in new_tensors:
+            t = new_tensors[name]
+            nbytes = t.numel() * t.element_size()
+            new_header[name] = {"dtype": info["dtype"], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        else:
+            begin, end = info["data_offsets"]
+            nbytes = end - begin
+            new_header[name] = {**info, "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(new_header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(struct.pack("<Q", len(blob)))
+        fout.write(blob)
+        for name in names:
+            if name in new_tensors:
+                t = new_tensors.pop(name)  # release each remapped tensor as soon as it is written
+                fout.write(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
+            else:
+                begin, end = header[name]["data_offsets"]
+                fin.seek(data_start + begin)
+                remaining = end - begin
+                while remaining:
+                    chunk = fin.read(min(_CHUNK, remaining))
+                    fout.write(chunk)
+                    remaining -= len(chunk)
+    return offset
