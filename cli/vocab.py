@@ -45,6 +45,7 @@ def extend(
     tokenizer: str = typer.Option(..., "--tokenizer", help=field_help(_E, "tokenizer")),
     out: Path = typer.Option(..., "--out", help=field_help(_E, "out")),
     max_new: int = typer.Option(None, "--max-new", help=field_help(_E, "max_new")),
+    protect_corpus: list[str] = typer.Option(None, "--protect-corpus", help=field_help(_E, "protect_corpus")),
     pad_to_multiple_of: int = typer.Option(None, "--pad-to-multiple-of", help=field_help(_E, "pad_to_multiple_of")),
     in_memory: bool = typer.Option(False, "--in-memory", help=field_help(_E, "in_memory")),
     force: bool = typer.Option(False, "--force", help=field_help(_E, "force")),
@@ -53,6 +54,7 @@ def extend(
     from vocabshift.vocabulary import extend as run_extend
 
     cfg = ExtendConfig(model=model, tokenizer=tokenizer, out=str(out), max_new=max_new,
+                       protect_corpus=corpus_config(list(protect_corpus)) if protect_corpus else None,
                        pad_to_multiple_of=pad_to_multiple_of, in_memory=in_memory, force=force)
     result = run_extend(cfg)
     _summary(result.report)

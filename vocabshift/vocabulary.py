@@ -67,6 +67,8 @@ class ExtendConfig(ConfigMixin):
     tokenizer: str = field(metadata={"help": "Target tokenizer of the same family (e.g. from `vocabshift tokenizer train`)."})
     out: str = field(metadata={"help": "Output directory (written atomically)."})
     max_new: int | None = field(default=None, metadata={"help": "Add at most this many new tokens."})
+    protect_corpus: CorpusConfig | None = field(default=None, metadata={
+        "help": "Source-language text that must tokenize exactly as before: new tokens that would change it are left out."})
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad the embedding matrices to a multiple of this (tensor-core friendly)."})
     in_memory: bool = field(default=False, metadata={
@@ -155,7 +157,8 @@ def extend(config: ExtendConfig) -> VocabularyResult:
     out = check_output_path(config.out, config.force)
     source = load_source_tokenizer(config.model)
     target = load_source_tokenizer(config.tokenizer)
-    ext = extend_tokenizer(source, target, max_new=config.max_new)
+    protect = list(iter_corpus(config.protect_corpus)) if config.protect_corpus is not None else None
+    ext = extend_tokenizer(source, target, max_new=config.max_new, protect=protect)
     report: dict[str, Any] = {"stage": "extend", "source": str(config.model), "config": config.to_dict(),
                               "source_vocab_size": len(source.hf), "vocab_size": len(ext.id_map),
                               "tokens": ext.report}
