@@ -639,3 +639,44 @@ def test_mixing_drops_sources_without_documents(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="empty") as info:
         list(iter_corpus(nothing))
     assert "blank.txt" in str(info.value) and "empty.txt" in str(info.value)
+
+
+def test_plain_text_files_fast_path(tmp_path):
+    from vocabshift.corpus import plain_text_files
+
+    a = tmp_path / "a.txt"
+    a.write_text("uno\n\n  \ndos\ntres", encoding="utf-8")
+    b = tmp_path / "b.txt"
+    b.write_text("cuatro\n", encoding="utf-8")
+    files = plain_text_files(corpus_from_paths([a, b]))
+    assert files is not None and files.paths == [a, b]
+    assert files.documents == len(list(iter_corpus(corpus_from_paths([a, b])))) == 4
+    assert files.bytes == a.stat().st_size + b.stat().st_size and files.head == ["uno", "dos", "tres", "cuatro"]
+    # anything the Rust trainers would read differently falls back to streaming
+    crlf = tmp_path / "c.txt"
+    crlf.write_bytes(b"uno\r\ndos\r\n")
+    bom = tmp_path / "d.txt"
+    bom.write_bytes(b"\xef\xbb\xbfuno\n")
+    gz = tmp_path / "e.txt.gz"
+    gz.write_bytes(gzip.compress(b"uno\n"))
+    for cfg in (corpus_from_paths([crlf]), corpus_from_paths([bom]), corpus_from_paths([gz]),
+                corpus_from_paths([a], max_documents=2), corpus_from_paths([a], shuffle=True),
+                corpus_from_paths([a], encoding_errors="replace")):
+        assert plain_text_files(cfg) is None
+
+
+def test_plain_text_files_errors_match_the_reader(tmp_path):
+    from vocabshift.corpus import plain_text_files
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hola\nmundo\nse\xf1or\n")
+    with pytest.raises(CorpusError) as fast:
+        plain_text_files(corpus_from_paths([bad]))
+    with pytest.raises(CorpusError) as slow:
+        list(iter_corpus(corpus_from_paths([bad])))
+    assert str(fast.value) == str(slow.value)
+    assert "byte offset 13" in str(fast.value) and "line 3" in str(fast.value)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    with pytest.raises(CorpusError, match="empty"):
+        plain_text_files(corpus_from_paths([empty]))

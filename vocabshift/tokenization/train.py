@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vocabshift.config import TokenizerTrainConfig
-from vocabshift.corpus import iter_corpus
+from vocabshift.corpus import CorpusConfig, iter_corpus, plain_text_files
 from vocabshift.errors import ConfigError, TokenizerError
 from vocabshift.outputs import atomic_output_dir, check_output_path
 from vocabshift.tokenization.source import SourceTokenizer, TokenizerFamily, load_source_tokenizer
@@ -56,23 +56,38 @@ class TokenizerTrainResult:
 
 
 class _CountingTexts:
-    """Stream corpus documents to a trainer, counting what went through."""
+    """The corpus as a trainer takes it, counting what went through.
 
-    def __init__(self, docs: Iterable[str], batch_size: int = 1000) -> None:
-        self._docs = docs
+    When the corpus is just plain UTF-8 text files (:func:`vocabshift.corpus.plain_text_files`), the
+    trainers read the files themselves, in Rust, on all cores; otherwise documents are streamed
+    through :func:`vocabshift.corpus.iter_corpus`.
+    """
+
+    def __init__(self, corpus: CorpusConfig, batch_size: int = 1000, probe_size: int = 20) -> None:
+        self.files = plain_text_files(corpus, head=probe_size)
+        self._corpus = corpus
         self._batch_size = batch_size
-        self.documents = 0
-        self.bytes = 0
+        self.probe: list[str] = [] if self.files is None else [t[:2000] for t in self.files.head]
+        self._probe_size = probe_size
+        self.documents = 0 if self.files is None else self.files.documents
+        self.bytes = 0 if self.files is None else self.files.bytes
 
-    def _count(self, doc: str) -> None:
-        self.documents += 1
-        self.bytes += len(doc.encode("utf-8"))
+    @property
+    def paths(self) -> list[str] | None:
+        return None if self.files is None else [str(p) for p in self.files.paths]
+
+    def docs(self) -> Iterator[str]:
+        for doc in iter_corpus(self._corpus):
+            self.documents += 1
+            self.bytes += len(doc.encode("utf-8"))
+            if len(self.probe) < self._probe_size:
+                self.probe.append(doc[:2000])
+            yield doc
 
     def batches(self) -> Iterator[list[str]]:
         # Batches cut the Python/Rust crossings of ``train_from_iterator`` by three orders of magnitude.
         batch: list[str] = []
-        for doc in self._docs:
-            self._count(doc)
+        for doc in self.docs():
             batch.append(doc)
             if len(batch) >= self._batch_size:
                 yield batch
@@ -82,8 +97,7 @@ class _CountingTexts:
 
     def lines(self) -> Iterator[str]:
         # sentencepiece trains on sentences; long multi-line documents are split at newlines.
-        for doc in self._docs:
-            self._count(doc)
+        for doc in self.docs():
             for line in doc.split("\n"):
                 if line.strip():
                     yield line
@@ -249,7 +263,10 @@ def _train_with_tokenizers(source: SourceTokenizer, texts: _CountingTexts, cfg: 
             max_piece_length=cfg.max_piece_length if cfg.max_piece_length > 0 else 16,
         )
     tok = Tokenizer.from_str(json.dumps(_training_pipeline(source)))
-    tok.train_from_iterator(texts.batches(), trainer=trainer)
+    if texts.paths is not None:
+        tok.train(texts.paths, trainer=trainer)
+    else:
+        tok.train_from_iterator(texts.batches(), trainer=trainer)
     trained = json.loads(tok.to_str())
     trained_model = trained["model"]
     # Restore the source model's switches that the trainers reset.
@@ -298,15 +315,19 @@ def _train_with_sentencepiece(
     # Tokens the transformers class adds around the .model (XLM-R inserts <pad> and appends <mask>).
     extra = len(source.hf) - len(proto.pieces)
     builtin_rule = ns.name in _SPM_BUILTIN_RULES
-    lines: Iterable[str] = texts.lines()
-    if not builtin_rule:
-        # A custom rule lives only as a precompiled charsmap: normalize with the source's own
-        # normalizer, train on identity, and put the source's normalizer spec back afterwards.
-        normalizer = source.hf.backend_tokenizer.normalizer
-        lines = (normalizer.normalize_str(line) if normalizer else line for line in lines)
+    if builtin_rule and texts.paths is not None:
+        text_input: dict[str, Any] = {"input": texts.paths}
+    else:
+        lines: Iterable[str] = texts.lines()
+        if not builtin_rule:
+            # A custom rule lives only as a precompiled charsmap: normalize with the source's own
+            # normalizer, train on identity, and put the source's normalizer spec back afterwards.
+            normalizer = source.hf.backend_tokenizer.normalizer
+            lines = (normalizer.normalize_str(line) if normalizer else line for line in lines)
+        text_input = {"sentence_iterator": iter(lines)}
     writer = io.BytesIO()
     kwargs: dict[str, Any] = dict(
-        sentence_iterator=iter(lines), model_writer=writer,
+        **text_input, model_writer=writer,
         model_type={1: "unigram", 2: "bpe"}.get(ts.model_type, "unigram"),
         vocab_size=cfg.vocab_size - extra,
         character_coverage=cfg.character_coverage,
@@ -438,15 +459,7 @@ def train_tokenizer(config: TokenizerTrainConfig) -> TokenizerTrainResult:
             f"{' + 256 byte tokens' if minimum - len(source.special_tokens) > 1 else ''})",
             hint="raise --vocab-size",
         )
-    probe: list[str] = []
-
-    def keep_probe(docs: Iterable[str]) -> Iterator[str]:
-        for doc in docs:
-            if len(probe) < 20:
-                probe.append(doc[:2000])
-            yield doc
-
-    texts = _CountingTexts(keep_probe(iter_corpus(config.corpus)))
+    texts = _CountingTexts(config.corpus)
     sp_bytes: bytes | None = None
     if source.family.is_sentencepiece and source.sentencepiece_model is not None:
         trained, sp_bytes = _train_with_sentencepiece(source, texts, config)
@@ -469,7 +482,7 @@ def train_tokenizer(config: TokenizerTrainConfig) -> TokenizerTrainResult:
         )
     with atomic_output_dir(out, force=config.force) as tmp:
         _write_output(tmp, source, tokenizer_json, sp_bytes)
-        size = _verify_reload(tmp, tokenizer_json, probe)
+        size = _verify_reload(tmp, tokenizer_json, texts.probe)
         seconds = time.perf_counter() - start
         info = {
             "source": str(config.source), "family": source.family.value, "trainer": trainer_name,
