@@ -16,9 +16,10 @@ train on the same text file:
   It saves the trained ``tokenizer.json`` / ``.model`` and nothing else.
 
 Every run is a fresh subprocess. Time is measured inside the child from its first statement (imports
-included, interpreter start-up not); peak memory is the child's peak RSS (``VmHWM`` of
-``/proc/self/status`` when it ends). With ``--repeats N`` the minimum of each is reported. Ratios are vocabshift / raw; the
-project's goal is at most 1.1x for both.
+included, interpreter start-up not), as wall time and as CPU time of all its threads; peak memory is
+the child's peak RSS (``VmHWM`` of ``/proc/self/status`` when it ends). With ``--repeats N`` the
+minimum of each is reported. Ratios are vocabshift / raw; the project's goal is at most 1.1x for wall
+time and peak memory.
 
 The text is built once in ``benchmarks/.cache/`` from the samples shipped in ``vocabshift/data``,
 repeated with a deterministic shift so that repeated lines are not byte-identical (see
@@ -31,6 +32,7 @@ import argparse
 import datetime
 import gzip
 import io
+import itertools
 import json
 import os
 import platform
@@ -38,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,31 @@ def _sample_lines(name: str) -> list[str]:
     return [line for line in raw.decode("utf-8").split("\n") if line.strip()]
 
 
+def _shifted_lines(samples: list[list[str]]) -> Iterator[str]:
+    """The samples' lines, interleaved, pass after pass, each pass shifted one more word (endless)."""
+    words = [[w for line in lines for w in line.split()] for lines in samples]
+    starts = []  # starts[s][j]: index in words[s] of the first word of line j of sample s
+    for lines in samples:
+        offsets, total = [], 0
+        for line in lines:
+            offsets.append(total)
+            total += len(line.split())
+        starts.append(offsets)
+    # Interleave: line j of a sample with n lines sits at (j + 0.5) / n of every pass.
+    order = sorted(((j + 0.5) / len(lines), s, j) for s, lines in enumerate(samples) for j in range(len(lines)))
+    for shift in itertools.count():
+        for _, s, j in order:
+            if shift == 0:
+                yield samples[s][j]
+                continue
+            stream, length = words[s], len(samples[s][j].split())
+            start = (starts[s][j] + shift) % len(stream)
+            window = stream[start:start + length]
+            if len(window) < length:  # wrap around the end of the sample
+                window += stream[: length - len(window)]
+            yield " ".join(window)
+
+
 def build_text(mb: float) -> Path:
     """One ``.txt`` file of about ``mb`` MB (10**6 bytes; never more), one verse/paragraph per line.
 
@@ -96,44 +124,15 @@ def build_text(mb: float) -> Path:
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    samples = [_sample_lines(name) for name in SAMPLE_NAMES]
-    words = [[w for line in lines for w in line.split()] for lines in samples]
-    starts, lengths = [], []
-    for lines in samples:
-        counts = [len(line.split()) for line in lines]
-        lengths.append(counts)
-        offsets, total = [], 0
-        for c in counts:
-            offsets.append(total)
-            total += c
-        starts.append(offsets)
-    # Interleave: line j of a sample with n lines sits at (j + 0.5) / n of every pass.
-    order = sorted(((j + 0.5) / len(lines), s, j) for s, lines in enumerate(samples) for j in range(len(lines)))
-    target = int(mb * 1_000_000)
-    written = 0
+    target, written = int(mb * 1_000_000), 0
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        shift = 0
-        while True:
-            for _, s, j in order:
-                if shift == 0:
-                    line = samples[s][j]
-                else:
-                    stream, n = words[s], len(words[s])
-                    start, length = (starts[s][j] + shift) % n, lengths[s][j]
-                    window = stream[start:start + length]
-                    if len(window) < length:  # wrap around the end of the sample
-                        window += stream[: length - len(window)]
-                    line = " ".join(window)
-                size = len(line.encode("utf-8")) + 1
-                if written + size > target:
-                    break
-                fh.write(line + "\n")
-                written += size
-            else:
-                shift += 1
-                continue
-            break
+        for line in _shifted_lines([_sample_lines(name) for name in SAMPLE_NAMES]):
+            size = len(line.encode("utf-8")) + 1
+            if written + size > target:
+                break
+            fh.write(line + "\n")
+            written += size
     tmp.rename(path)
     return path
 
@@ -183,6 +182,15 @@ def prepare_source(case: str) -> Path:
     return out
 
 
+def _config_defaults() -> dict[str, Any]:
+    """The defaults of TokenizerTrainConfig, which the benchmark leaves unchanged for vocabshift."""
+    import dataclasses
+
+    from vocabshift.config import TokenizerTrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TokenizerTrainConfig)}
+
+
 def raw_settings(case: str, source: Path, vocab_size: int, threads: int | None) -> dict[str, Any]:
     """What vocabshift hands the trainer for this source (see vocabshift/tokenization/train.py).
 
@@ -190,12 +198,15 @@ def raw_settings(case: str, source: Path, vocab_size: int, threads: int | None) 
     """
     from transformers import AutoTokenizer
 
+    defaults = _config_defaults()
+    max_piece = defaults["max_piece_length"]
+
     hf = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
     backend = json.loads(hf.backend_tokenizer.to_str())
     model = backend["model"]
     specials = [t["content"] for t in sorted(backend.get("added_tokens", []), key=lambda t: t["id"])]
     if case == "sentencepiece_unigram":
-        return {"trainer": "sentencepiece", "kwargs": _spm_kwargs(source, len(hf), vocab_size, threads)}
+        return {"trainer": "sentencepiece", "kwargs": _spm_kwargs(source, len(hf), vocab_size, threads, defaults)}
     # _training_pipeline: the source pipeline around an empty model of the same type, no post-processor.
     if model["type"] == "BPE":
         empty = {k: v for k, v in model.items() if k not in ("vocab", "merges")}
@@ -211,10 +222,10 @@ def raw_settings(case: str, source: Path, vocab_size: int, threads: int | None) 
     unk = model.get("unk_token")
     if unk is not None and unk not in specials:
         specials.append(unk)
-    kwargs: dict[str, Any] = {"vocab_size": vocab_size, "min_frequency": 2, "special_tokens": specials,
-                              "show_progress": False}
+    kwargs: dict[str, Any] = {"vocab_size": vocab_size, "min_frequency": defaults["min_frequency"],
+                              "special_tokens": specials, "show_progress": False}
     if case == "byte_level_bpe":
-        kwargs["max_token_length"] = 16
+        kwargs["max_token_length"] = max_piece if max_piece > 0 else None
         kwargs.update({k: model[k] for k in ("continuing_subword_prefix", "end_of_word_suffix") if model.get(k)})
         trainer = "BpeTrainer"  # + initial_alphabet=ByteLevel.alphabet(), added in the child
     else:
@@ -224,7 +235,8 @@ def raw_settings(case: str, source: Path, vocab_size: int, threads: int | None) 
             "byte_level_alphabet": case == "byte_level_bpe"}
 
 
-def _spm_kwargs(source: Path, hf_len: int, vocab_size: int, threads: int | None) -> dict[str, Any]:
+def _spm_kwargs(source: Path, hf_len: int, vocab_size: int, threads: int | None,
+                defaults: dict[str, Any]) -> dict[str, Any]:
     """_train_with_sentencepiece's arguments, minus the sentence iterator and the model writer."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
@@ -239,7 +251,7 @@ def _spm_kwargs(source: Path, hf_len: int, vocab_size: int, threads: int | None)
     kwargs: dict[str, Any] = dict(
         model_type={1: "unigram", 2: "bpe"}.get(ts.model_type, "unigram"),
         vocab_size=vocab_size - (hf_len - len(proto.pieces)),  # XLM-R's <pad> and <mask> live outside the .model
-        character_coverage=0.9995,
+        character_coverage=defaults["character_coverage"],
         byte_fallback=ts.byte_fallback,
         split_digits=ts.split_digits,
         split_by_unicode_script=ts.split_by_unicode_script,
@@ -247,7 +259,7 @@ def _spm_kwargs(source: Path, hf_len: int, vocab_size: int, threads: int | None)
         split_by_whitespace=ts.split_by_whitespace,
         treat_whitespace_as_suffix=ts.treat_whitespace_as_suffix,
         allow_whitespace_only_pieces=ts.allow_whitespace_only_pieces,
-        max_sentencepiece_length=16,
+        max_sentencepiece_length=defaults["max_piece_length"] or ts.max_sentencepiece_length,
         unk_id=ts.unk_id, bos_id=ts.bos_id, eos_id=ts.eos_id, pad_id=ts.pad_id,
         unk_piece=ts.unk_piece, bos_piece=ts.bos_piece, eos_piece=ts.eos_piece, pad_piece=ts.pad_piece,
         unk_surface=ts.unk_surface,
@@ -278,14 +290,21 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def _clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of all this process's threads)."""
+    cpu = os.times()
+    return time.perf_counter(), cpu.user + cpu.system
+
+
 def child(spec_path: str) -> None:
-    t0 = time.perf_counter()
+    t0 = _clock()
     spec = json.loads(Path(spec_path).read_text())
     phases: list[dict[str, Any]] = []
 
-    def mark(name: str, since: float) -> float:
-        now = time.perf_counter()
-        phases.append({"phase": name, "seconds": now - since, "rss_mb": _status_mb("VmRSS")})
+    def mark(name: str, since: tuple[float, float], inner: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+        now = _clock()
+        phases.append({"phase": name, "seconds": now[0] - since[0] - inner[0],
+                       "cpu_seconds": now[1] - since[1] - inner[1], "rss_mb": _status_mb("VmRSS")})
         return now
 
     out = Path(spec.get("out", "."))
@@ -300,18 +319,18 @@ def child(spec_path: str) -> None:
         steps = {"load_source_tokenizer": "load source (transformers)", "_train_with_tokenizers": "stream + train",
                  "_train_with_sentencepiece": "stream + train", "_convert_sentencepiece": "convert .model (transformers)",
                  "_mirror_source": "mirror source", "_write_output": "write output", "_verify_reload": "reload + check"}
-        nested: list[float] = []  # time spent in timed steps below each running step
+        nested: list[list[float]] = []  # [wall, cpu] spent in timed steps below each running step
 
         for attr, label in steps.items():
             def timed(*args: Any, _fn: Any = getattr(vt, attr), _label: str = label, **kwargs: Any) -> Any:
-                nested.append(0.0)
-                start = time.perf_counter()
+                nested.append([0.0, 0.0])
+                start = _clock()
                 result = _fn(*args, **kwargs)
-                elapsed = time.perf_counter() - start
                 inner = nested.pop()
+                end = mark(_label, start, (inner[0], inner[1]))
                 if nested:
-                    nested[-1] += elapsed
-                phases.append({"phase": _label, "seconds": elapsed - inner, "rss_mb": _status_mb("VmRSS")})
+                    nested[-1][0] += end[0] - start[0]
+                    nested[-1][1] += end[1] - start[1]
                 return result
 
             setattr(vt, attr, timed)
@@ -348,10 +367,11 @@ def child(spec_path: str) -> None:
         out.mkdir(parents=True)
         (out / "sentencepiece.bpe.model").write_bytes(writer.getvalue())
         mark("save", start)
-    seconds = time.perf_counter() - t0
+    end = _clock()
     # VmHWM, not ru_maxrss: the kernel carries the parent's peak into a child's ru_maxrss across
     # fork + exec, and the parent has imported transformers. VmHWM belongs to this exec'd image only.
-    result = {"seconds": seconds, "peak_rss_mb": _status_mb("VmHWM"), "phases": phases}
+    result = {"seconds": end[0] - t0[0], "cpu_seconds": end[1] - t0[1], "peak_rss_mb": _status_mb("VmHWM"),
+              "phases": phases}
     Path(spec["result"]).write_text(json.dumps(result))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -366,6 +386,7 @@ def run_child(spec: dict[str, Any], log: Path, threads: int | None) -> dict[str,
     env = {**os.environ, **CHILD_ENV}
     if threads:
         env["RAYON_NUM_THREADS"] = str(threads)  # the tokenizers trainers' thread pool
+    before = _machine_busy()
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path)],
                                 stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -373,7 +394,9 @@ def run_child(spec: dict[str, Any], log: Path, threads: int | None) -> dict[str,
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{spec['case']} / {spec['impl']} failed with exit status {proc.returncode}:\n{tail}")
-    return json.loads(Path(spec["result"]).read_text())
+    result = json.loads(Path(spec["result"]).read_text())
+    result["foreign_cpu"] = _foreign_share(before, _machine_busy())
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -416,6 +439,22 @@ def machine_facts(threads: int | None) -> dict[str, Any]:
             "os": platform.platform(), "python": platform.python_version(), **_versions()}
 
 
+def _machine_busy() -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds all processes used, CPU seconds this process and its children used)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    busy = sum(fields[i] for i in (0, 1, 2, 5, 6))  # user, nice, system, irq, softirq (guest is in user)
+    own = os.times()
+    return time.perf_counter(), busy / ticks, own.user + own.system + own.children_user + own.children_system
+
+
+def _foreign_share(start: tuple[float, float, float], end: tuple[float, float, float]) -> float:
+    """Share of the machine's CPU that other processes used between two ``_machine_busy`` readings."""
+    wall, busy, own = (b - a for a, b in zip(start, end, strict=True))
+    return max(busy - own, 0.0) / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -426,10 +465,13 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], agreement: di
         best = {impl: min(runs, key=lambda r: r["seconds"]) for impl, runs in by_impl.items()}
         raw_s, vs_s = (min(r["seconds"] for r in by_impl[i]) for i in IMPLS)
         raw_m, vs_m = (min(r["peak_rss_mb"] for r in by_impl[i]) for i in IMPLS)
+        raw_c, vs_c = (min(r["cpu_seconds"] for r in by_impl[i]) for i in IMPLS)
+        spread = max(max(r["seconds"] for r in runs) / min(r["seconds"] for r in runs) for runs in by_impl.values())
         time_ratio, mem_ratio = _ratio(vs_s, raw_s), _ratio(vs_m, raw_m)
         missed = [name for name, r in (("time", time_ratio), ("memory", mem_ratio)) if not r <= 1.1]
         rows.append({"case": case, "trainer": "sentencepiece" if case == "sentencepiece_unigram" else "tokenizers",
-                     "raw_s": raw_s, "vs_s": vs_s, "time_ratio": time_ratio,
+                     "raw_s": raw_s, "vs_s": vs_s, "time_ratio": time_ratio, "cpu_ratio": _ratio(vs_c, raw_c),
+                     "spread": spread, "foreign_best": max(best[i]["foreign_cpu"] for i in IMPLS),
                      "raw_mb": raw_m, "vs_mb": vs_m, "mem_ratio": mem_ratio,
                      "goal": "yes" if not missed else "no (" + ", ".join(missed) + ")",
                      "agreement": agreement.get(case, float("nan")), "phases": {i: best[i]["phases"] for i in IMPLS}})
@@ -437,11 +479,12 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]], agreement: di
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["case", "trainer", "raw time (s)", "vocabshift time (s)", "time ratio", "raw peak RSS (MiB)",
+    head = ["case", "trainer", "raw time (s)", "vocabshift time (s)", "time ratio", "CPU time ratio", "raw peak RSS (MiB)",
             "vocabshift peak RSS (MiB)", "memory ratio", "<= 1.1x", "same vocab"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
     for r in rows:
         cells = [r["case"], r["trainer"], f"{r['raw_s']:.1f}", f"{r['vs_s']:.1f}", f"{r['time_ratio']:.2f}x",
+                 f"{r['cpu_ratio']:.2f}x",
                  f"{r['raw_mb']:.0f}", f"{r['vs_mb']:.0f}", f"{r['mem_ratio']:.2f}x", r["goal"],
                  f"{r['agreement']:.1f}%"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -449,11 +492,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def phase_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| case | implementation | step | seconds | RSS after (MiB) |", "|---|---|---|---:|---:|"]
+    lines = ["| case | implementation | step | seconds | CPU seconds | RSS after (MiB) |", "|---|---|---|---:|---:|---:|"]
     for r in rows:
         for impl in IMPLS:
             for p in r["phases"][impl]:
-                lines.append(f"| {r['case']} | {impl} | {p['phase']} | {p['seconds']:.2f} | {p['rss_mb']:.0f} |")
+                lines.append(f"| {r['case']} | {impl} | {p['phase']} | {p['seconds']:.2f} | {p['cpu_seconds']:.2f} "
+                             f"| {p['rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -478,7 +522,7 @@ def overhead_table(rows: list[dict[str, Any]]) -> str:
 
 
 def doc_section(rows: list[dict[str, Any]], args: argparse.Namespace, text: dict[str, Any],
-                facts: dict[str, Any], reference: dict[str, Any]) -> str:
+                facts: dict[str, Any], reference: dict[str, Any], foreign: float) -> str:
     command = "python benchmarks/tokenizer_train.py" + "".join(
         f" {flag} {value}" for flag, value, default in (
             ("--mb", f"{args.mb:g}", "100"), ("--vocab-size", args.vocab_size, 32000),
@@ -488,6 +532,9 @@ def doc_section(rows: list[dict[str, Any]], args: argparse.Namespace, text: dict
     wordpiece_note = "" if "wordpiece" not in args.cases else (
         "\n  tokenizers' WordPiece trainer is not deterministic from one process to the next (it breaks ties "
         "between equally frequent pairs in hash-map order), so two raw WordPiece runs also differ by about 1%.")
+    spread = "" if args.repeats < 2 else (
+        f"\n  Wall time varied by up to {max(r['spread'] for r in rows):.2f}x (slowest / fastest run of one case and "
+        "implementation) on this shared virtual machine; the minimum filters most of that out.")
     met = [r["case"] for r in rows if r["goal"] == "yes"]
     verdict = ("met for every case" if len(met) == len(rows)
                else f"met for {', '.join(met) or 'no case'}; missed for "
@@ -505,7 +552,9 @@ Measured on {datetime.date.today().isoformat()} with
 
 - Each run is a fresh subprocess.
   Time is measured inside it from its first statement (imports included, interpreter start-up not); peak memory is its peak resident set (`VmHWM` in `/proc/self/status`).
-  Both are the minimum of {args.repeats} run(s); ratios are vocabshift / raw.
+  Both are the minimum of {args.repeats} run(s); ratios are vocabshift / raw; the goal is judged on wall time and peak memory.
+  "CPU time" is user + system time of all the child's threads, which the machine's load disturbs less than wall time.{spread}
+  Other processes used {100 * foreign:.0f}% of the machine's CPU while the benchmark ran, and at most {100 * max(r['foreign_best'] for r in rows):.0f}% during the fastest runs reported here.
   "same vocab" is the share of tokens the two outputs have in common (intersection over union).{wordpiece_note}
 - raw: `Tokenizer.train([file], trainer)` on the source's pipeline around an empty model (`tokenizers`), or `SentencePieceTrainer.train(input=file, ...)` (`sentencepiece`), with the arguments vocabshift passes, mirrored from `vocabshift/tokenization/train.py`.
   It saves the trained `tokenizer.json` or `.model` and nothing else.
@@ -577,6 +626,11 @@ def main(argv: list[str] | None = None) -> None:
         child(args.child)
         return
     os.environ.update(CHILD_ENV)
+    busy_start = _machine_busy()
+    load = os.getloadavg()[0]
+    if load > 0.25 * (os.cpu_count() or 1):
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} cores: other processes will disturb the timings",
+              flush=True)
     print(f"building {args.mb:g} MB of text in {CACHE.relative_to(ROOT)}/ ...", flush=True)
     text_path = build_text(args.mb)
     text = _text_facts(text_path)
@@ -602,21 +656,24 @@ def main(argv: list[str] | None = None) -> None:
                 result = run_child(spec, log, args.threads)
                 results[case][impl].append(result)
                 print(f"{case:>22} {impl:>10} run {rep + 1}/{args.repeats}: {result['seconds']:8.1f} s "
-                      f"{result['peak_rss_mb']:8.0f} MiB peak RSS", flush=True)
+                      f"{result['peak_rss_mb']:8.0f} MiB peak RSS   (other processes: {100 * result['foreign_cpu']:3.0f}% CPU)",
+                      flush=True)
         a, b = _vocab(outs["raw"]), _vocab(outs["vocabshift"])
         agreement[case] = 100 * len(a & b) / len(a | b)
     log = runs / "transformers_import.log"
     reference = run_child({"case": "reference", "impl": "transformers", "result": str(log.with_suffix(".result.json"))},
                           log, args.threads)
     rows = summarize(results, agreement)
+    foreign = _foreign_share(busy_start, _machine_busy())
     print()
     print(table(rows))
     print()
     print(phase_table(rows))
     print(f"\nfor scale: `from transformers import AutoTokenizer` alone: {reference['seconds']:.1f} s, "
           f"{reference['peak_rss_mb']:.0f} MiB peak RSS")
+    print(f"other processes used {100 * foreign:.0f}% of the machine's CPU during the run")
     if not args.no_write:
-        write_doc(doc_section(rows, args, text, machine_facts(args.threads), reference))
+        write_doc(doc_section(rows, args, text, machine_facts(args.threads), reference, foreign))
         print(f"\nwrote the tokenizer_train section of {DOC.relative_to(ROOT)}")
 
 
