@@ -137,8 +137,15 @@ def test_bad_inputs(tmp_path, multilingual_bpe):
 
 
 @pytest.mark.parametrize("arch", ["llama_tied", "llama_untied", "bert_mlm"])
-def test_lean_safetensors_path_equals_in_memory_path(tmp_path, multilingual_bpe, minilm_source, arch):
+def test_lean_safetensors_path_equals_in_memory_path(tmp_path, multilingual_bpe, minilm_source, arch, monkeypatch):
     from safetensors.torch import load_file
+
+    import vocabshift.surgery.lazy as lazy
+    import vocabshift.surgery.resize as resize
+
+    # tiny chunks, so that streaming crosses many chunk boundaries and runs of kept rows
+    monkeypatch.setattr(lazy, "ROWS_PER_CHUNK", 7)
+    monkeypatch.setattr(resize, "MEAN_CHUNK_ROWS", 5)
 
     if arch == "bert_mlm":
         source, scripts = _pico_bert_mlm(minilm_source, tmp_path / "src"), ["Latin"]

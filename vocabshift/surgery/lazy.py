@@ -4,9 +4,9 @@ Pruning a 7B model should need memory on the order of its embedding matrices, no
 The plan comes from the model built on the *meta* device (no storage): :func:`locate` names the
 vocabulary-sized tensors (and their aliases: tied heads, BERT's two bias names) and
 :func:`remap_vocab` rewrites the config and generation config exactly as the in-memory path does.
-The weights are then streamed shard by shard, tensor by tensor: a vocabulary-sized tensor is read,
-remapped (kept rows copied bit for bit, new and padding rows the mean) and written; every other
-tensor is copied as raw bytes in chunks, never materialised. Output shards keep the source sharding.
+The weights are then streamed shard by shard, tensor by tensor: a vocabulary-sized tensor is
+remapped a chunk of rows at a time (kept rows copied bit for bit, new and padding rows the mean);
+every other tensor is copied as raw bytes in chunks, never materialised. Output shards keep the source sharding.
 
 safetensors layout (https://huggingface.co/docs/safetensors): an 8-byte little-endian header length,
 a JSON header ``{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}``, then the
@@ -24,15 +24,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vocabshift.errors import ModelError
 from vocabshift.surgery.locate import locate
-from vocabshift.surgery.resize import plan_rows, remap_rows, remap_vocab
+from vocabshift.surgery.resize import mean_row, plan_rows, remap_rows, remap_vocab
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 << 20  # bytes copied per read for tensors that do not change
+ROWS_PER_CHUNK = 8192  # vocabulary rows remapped per step
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
 
 
 def safetensors_files(directory: Path) -> list[Path]:
@@ -114,27 +119,21 @@ def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequen
 
 def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found: set[str]) -> int:
     """Stream one shard; returns the bytes of tensor data written."""
-    from safetensors import safe_open
-
     header, data_start = _read_header(src)
     metadata = header.pop("__metadata__", None)
     names = sorted(header, key=lambda n: header[n]["data_offsets"][0])  # keep the source's byte order
-    new_tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(src), framework="pt") as f:
-        for name in names:
-            if name in vocab_names:
-                new_tensors[name] = remap_rows(f.get_tensor(name), plan).contiguous()
-                found.add(name)
+    size = plan[3]
     new_header: dict[str, Any] = {} if metadata is None else {"__metadata__": metadata}
     offset = 0
     for name in names:
         info = header[name]
-        if name in new_tensors:
-            t = new_tensors[name]
-            nbytes = t.numel() * t.element_size()
-            new_header[name] = {"dtype": info["dtype"], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        begin, end = info["data_offsets"]
+        if name in vocab_names:
+            nbytes = (end - begin) // info["shape"][0] * size
+            new_header[name] = {"dtype": info["dtype"], "shape": [size, *info["shape"][1:]],
+                                "data_offsets": [offset, offset + nbytes]}
+            found.add(name)
         else:
-            begin, end = info["data_offsets"]
             nbytes = end - begin
             new_header[name] = {**info, "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
@@ -144,11 +143,11 @@ def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found:
         fout.write(struct.pack("<Q", len(blob)))
         fout.write(blob)
         for name in names:
-            if name in new_tensors:
-                t = new_tensors.pop(name)  # release each remapped tensor as soon as it is written
-                fout.write(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
+            info = header[name]
+            begin, end = info["data_offsets"]
+            if name in vocab_names:
+                _write_vocab_tensor(fin, data_start + begin, info, plan, fout)
             else:
-                begin, end = header[name]["data_offsets"]
                 fin.seek(data_start + begin)
                 remaining = end - begin
                 while remaining:
@@ -156,3 +155,39 @@ def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found:
                     fout.write(chunk)
                     remaining -= len(chunk)
     return offset
+
+
+def _write_bytes(fout: Any, t: torch.Tensor) -> None:
+    fout.write(memoryview(t.contiguous().view(torch.uint8).numpy()))
+
+
+def _write_vocab_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fout: Any) -> None:
+    """Write a vocabulary-sized tensor remapped by ``plan``, reading its rows in chunks from the file.
+
+    Peak memory is a chunk of rows, not the matrix: kept rows are read as runs of consecutive source
+    rows, ``ROWS_PER_CHUNK`` output rows at a time; new and padding rows are the mean row, computed in
+    a first streamed pass with the same chunking as the in-memory path.
+    """
+    keep_pos, kept_src, new_pos, size = plan
+    dtype = _DTYPES[info["dtype"]]
+    n_rows, row_shape = info["shape"][0], info["shape"][1:]
+    row_bytes = (info["data_offsets"][1] - info["data_offsets"][0]) // n_rows
+
+    def read_rows(a: int, b: int) -> torch.Tensor:
+        fin.seek(base + a * row_bytes)
+        return torch.frombuffer(bytearray(fin.read((b - a) * row_bytes)), dtype=dtype).reshape(b - a, *row_shape)
+
+    n_kept = keep_pos.numel()
+    if n_kept and int(keep_pos[-1]) != n_kept - 1:  # kept rows not a prefix: rare, do it whole
+        _write_bytes(fout, remap_rows(read_rows(0, n_rows), plan))
+        return
+    src = kept_src.numpy()
+    for a in range(0, n_kept, ROWS_PER_CHUNK):
+        ids = src[a:a + ROWS_PER_CHUNK]
+        breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+        runs = np.split(ids, breaks)
+        _write_bytes(fout, torch.cat([read_rows(int(r[0]), int(r[-1]) + 1) for r in runs]))
+    if size > n_kept:
+        mean = mean_row(read_rows, n_rows, dtype)
+        for a in range(n_kept, size, ROWS_PER_CHUNK):
+            _write_bytes(fout, mean.expand(min(ROWS_PER_CHUNK, size - a), *row_shape))

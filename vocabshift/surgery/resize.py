@@ -215,16 +215,41 @@ def remap_rows(old: torch.Tensor, plan: tuple[torch.Tensor, torch.Tensor, torch.
     return _remap_rows(old, keep_pos, kept_src, new_pos, None, size).data
 
 
+MEAN_CHUNK_ROWS = 8192
+
+
+def mean_row(read_rows: Any, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """Mean of a vocabulary-sized tensor's rows, summed in float32 chunks of ``MEAN_CHUNK_ROWS``.
+
+    ``read_rows(a, b)`` returns rows ``[a, b)``. The in-memory and the streamed (lean) paths both call
+    this with the same chunking, so their mean rows are bit-identical.
+    """
+    acc = torch.promote_types(dtype, torch.float32)
+    total = None
+    for a in range(0, n_rows, MEAN_CHUNK_ROWS):
+        part = read_rows(a, min(a + MEAN_CHUNK_ROWS, n_rows)).sum(dim=0, dtype=acc)
+        total = part if total is None else total + part
+    assert total is not None
+    return (total / n_rows).to(dtype)
+
+
 def _remap_rows(old: torch.Tensor, keep_pos: torch.Tensor, kept_src: torch.Tensor, new_pos: torch.Tensor,
                 fill: torch.Tensor | None, size: int) -> nn.Parameter:
     """The new Parameter: kept rows copied bit for bit, new rows from ``fill``, the rest the mean row."""
-    acc = torch.promote_types(old.dtype, torch.float32)
-    mean = old.detach().to(acc).mean(dim=0).to(old.dtype)
-    data = mean.expand(size, *old.shape[1:]).clone()
     device = old.device
-    data[keep_pos.to(device)] = old.detach().index_select(0, kept_src.to(device))
-    if fill is not None and new_pos.numel():
-        data[new_pos.to(device)] = fill
+    src = old.detach()
+    data = torch.empty((size, *old.shape[1:]), dtype=old.dtype, device=device)
+    n_kept = keep_pos.numel()
+    if n_kept and int(keep_pos[-1]) == n_kept - 1:  # kept rows are a prefix (prune, extend): no temporary
+        torch.index_select(src, 0, kept_src.to(device), out=data[:n_kept])
+    elif n_kept:
+        data[keep_pos.to(device)] = src.index_select(0, kept_src.to(device))
+    if size > n_kept:  # new or padding rows: the mean, only computed when needed
+        rest = torch.ones(size, dtype=torch.bool)
+        rest[keep_pos] = False
+        data[rest.to(device)] = mean_row(lambda a, b: src[a:b], src.shape[0], src.dtype)
+        if fill is not None and new_pos.numel():
+            data[new_pos.to(device)] = fill
     return nn.Parameter(data, requires_grad=old.requires_grad)
 
 
