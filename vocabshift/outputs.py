@@ -47,3 +47,15 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, out)
+
+
+def empty_output_dir(out: str | Path, force: bool = False) -> Path:
+    """A missing or empty directory to write files into (often a stage's temporary output directory);
+    a directory with files in it is refused unless ``force``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError("output exists and is not a directory", path=out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError("output directory is not empty", path=out, hint="pass --force to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -72,7 +72,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vocabshift.errors import OutputExistsError, TokenizerError
+from vocabshift.errors import TokenizerError
+from vocabshift.outputs import empty_output_dir
 from vocabshift.tokenization.source import SourceTokenizer, TokenizerFamily
 from vocabshift.tokenization.train import (
     BYTE_FALLBACK_PIECES,
@@ -216,12 +217,7 @@ def write_extended_tokenizer(ext: ExtendedTokenizer, source: SourceTokenizer, ou
     """
     from tokenizers import Tokenizer
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError("output exists and is not a directory", path=out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OutputExistsError("output directory is not empty", path=out, hint="pass --force to write into it")
-    out.mkdir(parents=True, exist_ok=True)
+    out = empty_output_dir(out_dir, force)
     backend = Tokenizer.from_str(json.dumps(ext.tokenizer_json))
     new_text = "".join(backend.decode([i]) for i in range(ext.n_source, min(ext.vocab_size, ext.n_source + 200)))
     _write_output(out, source, ext.tokenizer_json, ext.sentencepiece_model)

@@ -71,7 +71,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from vocabshift.errors import ConfigError, OutputExistsError, TokenizerError
+from vocabshift.errors import ConfigError, TokenizerError
+from vocabshift.outputs import empty_output_dir
 from vocabshift.tokenization.scripts import NEUTRAL_SCRIPTS, char_script, resolve_scripts, scripts_of
 from vocabshift.tokenization.source import SourceTokenizer, TokenizerFamily
 from vocabshift.tokenization.surface import Surface, surface_form
@@ -634,12 +635,7 @@ def write_pruned_tokenizer(pruned: PrunedTokenizer, source: SourceTokenizer, out
     the stage renames into place atomically); a directory with files in it is refused unless
     ``force``. The written directory is reloaded with ``AutoTokenizer`` as a check.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError("output exists and is not a directory", path=out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OutputExistsError("output directory is not empty", path=out, hint="pass --force to write into it")
-    out.mkdir(parents=True, exist_ok=True)
+    out = empty_output_dir(out_dir, force)
     _write_output(out, source, pruned.tokenizer_json, pruned.sentencepiece_model)
     _verify_reload(out, pruned.tokenizer_json, probe=[])
     log.info("wrote pruned tokenizer (%d tokens) -> %s", len(pruned.id_map), out)
