@@ -7,7 +7,7 @@ For each case (one tokenizer family, with a real or realistic source tokenizer) 
 train on the same text file:
 
 * ``vocabshift``: :func:`vocabshift.tokenization.train.train_tokenizer` with a ``TokenizerTrainConfig``
-  (everything it does: load the source through transformers, stream the corpus, train, mirror the
+  (everything it does: load the source through transformers, read the corpus, train, mirror the
   source pipeline, write the output folder, reload it with ``AutoTokenizer`` and check it);
 * ``raw``: what a user of the trainer library writes by hand, with the settings vocabshift passes
   (mirrored from ``vocabshift/tokenization/train.py``, derived here before timing starts):
@@ -304,7 +304,8 @@ def child(spec_path: str) -> None:
     def mark(name: str, since: tuple[float, float], inner: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
         now = _clock()
         phases.append({"phase": name, "seconds": now[0] - since[0] - inner[0],
-                       "cpu_seconds": now[1] - since[1] - inner[1], "rss_mb": _status_mb("VmRSS")})
+                       "cpu_seconds": now[1] - since[1] - inner[1], "rss_mb": _status_mb("VmRSS"),
+                       "peak_rss_mb": _status_mb("VmHWM")})
         return now
 
     out = Path(spec.get("out", "."))
@@ -316,12 +317,16 @@ def child(spec_path: str) -> None:
         mark("import vocabshift", t0)
         # Time vocabshift's own steps by wrapping them where train_tokenizer looks them up. Steps can
         # nest (_train_with_sentencepiece calls _convert_sentencepiece): each reports its own time only.
-        steps = {"load_source_tokenizer": "load source (transformers)", "_train_with_tokenizers": "stream + train",
-                 "_train_with_sentencepiece": "stream + train", "_convert_sentencepiece": "convert .model (transformers)",
-                 "_mirror_source": "mirror source", "_write_output": "write output", "_verify_reload": "reload + check"}
+        steps = {"load_source_tokenizer": "load source (transformers)", "plain_text_files": "check corpus files",
+                 "_train_with_tokenizers": "train", "_train_with_sentencepiece": "train",
+                 "_convert_sentencepiece": "convert .model (transformers)", "_mirror_source": "mirror source",
+                 "_write_output": "write output", "_verify_reload": "reload + check"}
         nested: list[list[float]] = []  # [wall, cpu] spent in timed steps below each running step
 
         for attr, label in steps.items():
+            if not hasattr(vt, attr):  # a step the library no longer has
+                continue
+
             def timed(*args: Any, _fn: Any = getattr(vt, attr), _label: str = label, **kwargs: Any) -> Any:
                 nested.append([0.0, 0.0])
                 start = _clock()
@@ -492,12 +497,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def phase_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| case | implementation | step | seconds | CPU seconds | RSS after (MiB) |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| case | implementation | step | seconds | CPU seconds | RSS after (MiB) | peak RSS so far (MiB) |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         for impl in IMPLS:
             for p in r["phases"][impl]:
                 lines.append(f"| {r['case']} | {impl} | {p['phase']} | {p['seconds']:.2f} | {p['cpu_seconds']:.2f} "
-                             f"| {p['rss_mb']:.0f} |")
+                             f"| {p['rss_mb']:.0f} | {p['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -507,17 +513,23 @@ def _phase(phases: list[dict[str, Any]], name: str, key: str = "seconds") -> flo
 
 def overhead_table(rows: list[dict[str, Any]]) -> str:
     """vocabshift minus raw, split into the steps that explain it (fastest run of each)."""
-    lines = ["| case | extra time (s) | load source (transformers) | stream + train minus raw train "
-             "| other vocabshift steps | extra peak RSS (MiB) | RSS added by loading the source (MiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| case | extra time (s) | load source (transformers) | check corpus files | train minus raw train "
+             "| other vocabshift steps | extra peak RSS (MiB) | RSS added by loading the source (MiB) "
+             "| peak RSS added while checking the corpus (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         vs, raw = r["phases"]["vocabshift"], r["phases"]["raw"]
         extra = r["vs_s"] - r["raw_s"]
         load = _phase(vs, "load source (transformers)")
-        train = _phase(vs, "stream + train") - _phase(raw, "train")
-        loaded_rss = next(p["rss_mb"] for p in vs if p["phase"] == "load source (transformers)")
-        lines.append(f"| {r['case']} | {extra:+.1f} | {load:.1f} | {train:+.1f} | {extra - load - train:+.1f} "
-                     f"| {r['vs_mb'] - r['raw_mb']:+.0f} | {loaded_rss - raw[0]['rss_mb']:+.0f} |")
+        check = _phase(vs, "check corpus files")
+        train = _phase(vs, "train") - _phase(raw, "train")
+        loaded_rss = next((p["rss_mb"] for p in vs if p["phase"] == "load source (transformers)"), float("nan"))
+        # The check's transient: its peak above the memory resident when it started.
+        at = next((i for i, p in enumerate(vs) if p["phase"] == "check corpus files"), None)
+        check_peak = float("nan") if not at else vs[at]["peak_rss_mb"] - vs[at - 1]["rss_mb"]
+        lines.append(f"| {r['case']} | {extra:+.1f} | {load:.1f} | {check:.1f} | {train:+.1f} "
+                     f"| {extra - load - check - train:+.1f} | {r['vs_mb'] - r['raw_mb']:+.0f} "
+                     f"| {loaded_rss - raw[0]['rss_mb']:+.0f} | {check_peak:+.0f} |")
     return "\n".join(lines)
 
 
@@ -558,7 +570,8 @@ Measured on {datetime.date.today().isoformat()} with
   "same vocab" is the share of tokens the two outputs have in common (intersection over union).{wordpiece_note}
 - raw: `Tokenizer.train([file], trainer)` on the source's pipeline around an empty model (`tokenizers`), or `SentencePieceTrainer.train(input=file, ...)` (`sentencepiece`), with the arguments vocabshift passes, mirrored from `vocabshift/tokenization/train.py`.
   It saves the trained `tokenizer.json` or `.model` and nothing else.
-- vocabshift: all that `train_tokenizer` does: load the source with transformers, stream the corpus through `vocabshift.corpus`, train, mirror the source's pipeline and special tokens, write the output folder, reload it with `AutoTokenizer` and check it.
+- vocabshift: all that `train_tokenizer` does: load the source with transformers, read the corpus with `vocabshift.corpus`, train, mirror the source's pipeline and special tokens, write the output folder, reload it with `AutoTokenizer` and check it.
+  A corpus of plain UTF-8 text files, like this one, is checked in Python ("check corpus files") and then handed to the trainer as files, as in raw; other corpora are streamed to the trainer through Python during "train".
   Progress bars and trainer logs are off in both.
 - Sources:
 {sources}
@@ -573,11 +586,12 @@ Measured on {datetime.date.today().isoformat()} with
 Where the overhead comes from (the fastest run of each).
 "load source" is `load_source_tokenizer`, which goes through `AutoTokenizer`; importing it imports torch.
 For scale, a child that only runs `from transformers import AutoTokenizer` takes {reference['seconds']:.1f} s and {reference['peak_rss_mb']:.0f} MiB peak RSS here.
+"check corpus files" is `vocabshift.corpus.plain_text_files`, which decodes the files in Python to validate them before the trainer reads them.
 "other vocabshift steps" are importing vocabshift, converting the trained `.model` (sentencepiece), mirroring the source, writing the output and the reload check.
 
 {overhead_table(rows)}
 
-Each step ("stream + train" is vocabshift reading the corpus in Python while the trainer works; "RSS after" is the resident memory when the step ended; steps in the order they ended):
+Each step, in the order they ended ("RSS after" is the resident memory when the step ended, "peak RSS so far" the process's peak until then):
 
 {phase_table(rows)}
 """
