@@ -164,8 +164,8 @@ def _write_bytes(fout: Any, t: torch.Tensor) -> None:
 def _write_vocab_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fout: Any) -> None:
     """Write a vocabulary-sized tensor remapped by ``plan``, reading its rows in chunks from the file.
 
-    Peak memory is a chunk of rows, not the matrix: kept rows are read as runs of consecutive source
-    rows, ``ROWS_PER_CHUNK`` output rows at a time; new and padding rows are the mean row, computed in
+    Peak memory is a chunk of rows, not the matrix: ``ROWS_PER_CHUNK`` output rows at a time, read as
+    one span of source rows when the chunk is dense, else as runs of consecutive rows; new and padding rows are the mean row, computed in
     a first streamed pass with the same chunking as the in-memory path.
     """
     keep_pos, kept_src, new_pos, size = plan
@@ -184,9 +184,12 @@ def _write_vocab_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fo
     src = kept_src.numpy()
     for a in range(0, n_kept, ROWS_PER_CHUNK):
         ids = src[a:a + ROWS_PER_CHUNK]
-        breaks = np.flatnonzero(np.diff(ids) != 1) + 1
-        runs = np.split(ids, breaks)
-        _write_bytes(fout, torch.cat([read_rows(int(r[0]), int(r[-1]) + 1) for r in runs]))
+        lo, hi = int(ids.min()), int(ids.max()) + 1
+        if hi - lo <= 2 * len(ids):  # dense (pruning keeps most rows): one read, then select
+            _write_bytes(fout, read_rows(lo, hi).index_select(0, torch.from_numpy(ids - lo)))
+        else:  # sparse: read the runs of consecutive source rows
+            runs = np.split(ids, np.flatnonzero(np.diff(ids) != 1) + 1)
+            _write_bytes(fout, torch.cat([read_rows(int(r[0]), int(r[-1]) + 1) for r in runs]))
     if size > n_kept:
         mean = mean_row(read_rows, n_rows, dtype)
         for a in range(n_kept, size, ROWS_PER_CHUNK):
