@@ -145,7 +145,8 @@ class TokenizerTrainConfig(ConfigMixin):
         default=0.9995, metadata={"help": "sentencepiece: share of characters the alphabet covers (rest: byte fallback or UNK)."}
     )
     max_piece_length: int = field(default=16, metadata={"help": "Longest token in characters (0: the trainer's default)."})
-    threads: int | None = field(default=None, metadata={"help": "Trainer threads (default: all cores)."})
+    threads: int | None = field(default=None, metadata={
+        "help": "sentencepiece trainer threads (default: all cores); tokenizers' trainers use RAYON_NUM_THREADS."})
     show_progress: bool = field(default=True, metadata={"help": "Show the trainer's progress bars."})
     force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
