@@ -237,44 +237,20 @@ def raw_settings(case: str, source: Path, vocab_size: int, threads: int | None) 
 
 def _spm_kwargs(source: Path, hf_len: int, vocab_size: int, threads: int | None,
                 defaults: dict[str, Any]) -> dict[str, Any]:
-    """_train_with_sentencepiece's arguments, minus the sentence iterator and the model writer."""
+    """_train_with_sentencepiece's arguments (the library's own builder), minus the text input and writer."""
     from sentencepiece import sentencepiece_model_pb2 as pb
+
+    from vocabshift.tokenization.train import sentencepiece_trainer_args
 
     proto = pb.ModelProto()
     proto.ParseFromString((source / "sentencepiece.bpe.model").read_bytes())
-    ts, ns = proto.trainer_spec, proto.normalizer_spec
-    if ns.name not in {"nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity"}:
-        raise SystemExit(f"{source}: custom normalization rule {ns.name!r}; the raw baseline mirrors built-in rules only")
-    meta = {ts.unk_piece, ts.bos_piece, ts.eos_piece, ts.pad_piece}
-    control = [p.piece for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.CONTROL and p.piece not in meta]
-    user = [p.piece for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.USER_DEFINED]
-    kwargs: dict[str, Any] = dict(
-        model_type={1: "unigram", 2: "bpe"}.get(ts.model_type, "unigram"),
-        vocab_size=vocab_size - (hf_len - len(proto.pieces)),  # XLM-R's <pad> and <mask> live outside the .model
-        character_coverage=defaults["character_coverage"],
-        byte_fallback=ts.byte_fallback,
-        split_digits=ts.split_digits,
-        split_by_unicode_script=ts.split_by_unicode_script,
-        split_by_number=ts.split_by_number,
-        split_by_whitespace=ts.split_by_whitespace,
-        treat_whitespace_as_suffix=ts.treat_whitespace_as_suffix,
-        allow_whitespace_only_pieces=ts.allow_whitespace_only_pieces,
-        max_sentencepiece_length=defaults["max_piece_length"] or ts.max_sentencepiece_length,
-        unk_id=ts.unk_id, bos_id=ts.bos_id, eos_id=ts.eos_id, pad_id=ts.pad_id,
-        unk_piece=ts.unk_piece, bos_piece=ts.bos_piece, eos_piece=ts.eos_piece, pad_piece=ts.pad_piece,
-        unk_surface=ts.unk_surface,
-        normalization_rule_name=ns.name,
-        add_dummy_prefix=ns.add_dummy_prefix,
-        remove_extra_whitespaces=ns.remove_extra_whitespaces,
-        max_sentence_length=1 << 16,
-        num_threads=threads or os.cpu_count() or 1,
-        minloglevel=2,
-    )
-    if control:
-        kwargs["control_symbols"] = control
-    if user:
-        kwargs["user_defined_symbols"] = user
-    return kwargs
+    if proto.normalizer_spec.name not in {"nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity"}:
+        raise SystemExit(f"{source}: custom normalization rule {proto.normalizer_spec.name!r}; "
+                         "the raw baseline mirrors built-in rules only")
+    # XLM-R's <pad> and <mask> live outside the .model
+    return sentencepiece_trainer_args(proto, vocab_size - (hf_len - len(proto.pieces)),
+                                      character_coverage=defaults["character_coverage"],
+                                      max_piece_length=defaults["max_piece_length"], threads=threads)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -299,6 +299,49 @@ def _insert_byte_pieces(model: dict[str, Any], n_special: int) -> dict[str, Any]
 # The `sentencepiece` path: sources that ship a native .model
 
 
+def sentencepiece_trainer_args(proto: Any, vocab_size: int, *, character_coverage: float, max_piece_length: int,
+                               threads: int | None = None, show_progress: bool = False) -> dict[str, Any]:
+    """``SentencePieceTrainer.train`` arguments that mirror a source ``ModelProto``'s trainer and normalizer
+    specs, for a finished size of ``vocab_size`` sentencepiece pieces (text input and writer not included).
+
+    A custom normalization rule (only a precompiled charsmap) trains as ``identity``; the caller
+    pre-normalizes the text and restores the source's normalizer spec.
+    """
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    ts, ns = proto.trainer_spec, proto.normalizer_spec
+    meta = {ts.unk_piece, ts.bos_piece, ts.eos_piece, ts.pad_piece}
+    control = [p.piece for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.CONTROL and p.piece not in meta]
+    user = [p.piece for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.USER_DEFINED]
+    kwargs: dict[str, Any] = dict(
+        model_type={1: "unigram", 2: "bpe"}.get(ts.model_type, "unigram"),
+        vocab_size=vocab_size,
+        character_coverage=character_coverage,
+        byte_fallback=ts.byte_fallback,
+        split_digits=ts.split_digits,
+        split_by_unicode_script=ts.split_by_unicode_script,
+        split_by_number=ts.split_by_number,
+        split_by_whitespace=ts.split_by_whitespace,
+        treat_whitespace_as_suffix=ts.treat_whitespace_as_suffix,
+        allow_whitespace_only_pieces=ts.allow_whitespace_only_pieces,
+        max_sentencepiece_length=max_piece_length if max_piece_length > 0 else ts.max_sentencepiece_length,
+        unk_id=ts.unk_id, bos_id=ts.bos_id, eos_id=ts.eos_id, pad_id=ts.pad_id,
+        unk_piece=ts.unk_piece, bos_piece=ts.bos_piece, eos_piece=ts.eos_piece, pad_piece=ts.pad_piece,
+        unk_surface=ts.unk_surface,
+        normalization_rule_name=ns.name if ns.name in _SPM_BUILTIN_RULES else "identity",
+        add_dummy_prefix=ns.add_dummy_prefix,
+        remove_extra_whitespaces=ns.remove_extra_whitespaces,
+        max_sentence_length=1 << 16,
+        num_threads=threads or os.cpu_count() or 1,
+        minloglevel=0 if show_progress else 2,
+    )
+    if control:
+        kwargs["control_symbols"] = control
+    if user:
+        kwargs["user_defined_symbols"] = user
+    return kwargs
+
+
 def _train_with_sentencepiece(
     source: SourceTokenizer, texts: _CountingTexts, cfg: TokenizerTrainConfig
 ) -> tuple[dict[str, Any], bytes]:
@@ -308,10 +351,7 @@ def _train_with_sentencepiece(
     assert source.sentencepiece_model is not None
     proto = pb.ModelProto()
     proto.ParseFromString(source.sentencepiece_model.read_bytes())
-    ts, ns = proto.trainer_spec, proto.normalizer_spec
-    meta = {ts.unk_piece, ts.bos_piece, ts.eos_piece, ts.pad_piece}
-    control = [p.piece for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.CONTROL and p.piece not in meta]
-    user = [p.piece for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.USER_DEFINED]
+    ns = proto.normalizer_spec
     # Tokens the transformers class adds around the .model (XLM-R inserts <pad> and appends <mask>).
     extra = len(source.hf) - len(proto.pieces)
     builtin_rule = ns.name in _SPM_BUILTIN_RULES
@@ -326,33 +366,11 @@ def _train_with_sentencepiece(
             lines = (normalizer.normalize_str(line) if normalizer else line for line in lines)
         text_input = {"sentence_iterator": iter(lines)}
     writer = io.BytesIO()
-    kwargs: dict[str, Any] = dict(
-        **text_input, model_writer=writer,
-        model_type={1: "unigram", 2: "bpe"}.get(ts.model_type, "unigram"),
-        vocab_size=cfg.vocab_size - extra,
-        character_coverage=cfg.character_coverage,
-        byte_fallback=ts.byte_fallback,
-        split_digits=ts.split_digits,
-        split_by_unicode_script=ts.split_by_unicode_script,
-        split_by_number=ts.split_by_number,
-        split_by_whitespace=ts.split_by_whitespace,
-        treat_whitespace_as_suffix=ts.treat_whitespace_as_suffix,
-        allow_whitespace_only_pieces=ts.allow_whitespace_only_pieces,
-        max_sentencepiece_length=cfg.max_piece_length if cfg.max_piece_length > 0 else ts.max_sentencepiece_length,
-        unk_id=ts.unk_id, bos_id=ts.bos_id, eos_id=ts.eos_id, pad_id=ts.pad_id,
-        unk_piece=ts.unk_piece, bos_piece=ts.bos_piece, eos_piece=ts.eos_piece, pad_piece=ts.pad_piece,
-        unk_surface=ts.unk_surface,
-        normalization_rule_name=ns.name if builtin_rule else "identity",
-        add_dummy_prefix=ns.add_dummy_prefix,
-        remove_extra_whitespaces=ns.remove_extra_whitespaces,
-        max_sentence_length=1 << 16,
-        num_threads=cfg.threads or os.cpu_count() or 1,
-        minloglevel=0 if cfg.show_progress else 2,
+    kwargs = sentencepiece_trainer_args(
+        proto, cfg.vocab_size - extra, character_coverage=cfg.character_coverage,
+        max_piece_length=cfg.max_piece_length, threads=cfg.threads, show_progress=cfg.show_progress,
     )
-    if control:
-        kwargs["control_symbols"] = control
-    if user:
-        kwargs["user_defined_symbols"] = user
+    kwargs.update(text_input, model_writer=writer)
     try:
         spm.SentencePieceTrainer.train(**kwargs)
     except RuntimeError as err:
