@@ -45,3 +45,11 @@ class ModelError(VocabshiftError):
 
 class IdMapError(VocabshiftError):
     """An ``id_map``, or the rows and ids given with it, do not fit the model."""
+
+
+class VectorsError(VocabshiftError):
+    """A static vector file or bilingual dictionary cannot be read, or vectors do not fit together."""
+
+
+class InitError(VocabshiftError):
+    """An embedding initialization method cannot run on the inputs it was given."""
