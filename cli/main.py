@@ -13,7 +13,9 @@ import sys
 import typer
 
 from cli import demo as demo_cmd
+from cli import init as init_cmd
 from cli import tokenizer as tokenizer_cmd
+from cli import vectors as vectors_cmd
 from cli import vocab as vocab_cmd
 
 app = typer.Typer(
@@ -25,8 +27,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
+app.add_typer(vectors_cmd.app, name="vectors")
 app.command("prune")(vocab_cmd.prune)
 app.command("extend")(vocab_cmd.extend)
+app.command("init")(init_cmd.init)
 app.command("demo")(demo_cmd.demo)
 
 _state = {"debug": False}

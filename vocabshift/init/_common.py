@@ -1,0 +1,374 @@
+"""Tensor helpers the init methods share.
+
+Input validation (:func:`validate_inputs`), the copied rows every method starts from
+(:func:`start_rows`), per-dimension statistics and the two fallbacks (``"mean"``, ``"random"``),
+chunked cosine nearest neighbours, weighted sums of table rows with bounded memory, and a truncated
+SVD computed through the ``d × d`` Gram matrix (OFA and the UNKs-style factorization).
+
+Everything works on ``inputs.device`` in chunks of ``inputs.chunk_size`` rows; the results the
+methods return are float32 CPU tensors. Randomness only comes from a ``torch.Generator`` seeded
+with ``inputs.seed`` that lives on the CPU, so a CUDA run draws the same numbers as a CPU run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from vocabshift.errors import ConfigError, InitError
+from vocabshift.init.base import (
+    COMPUTED,
+    COPIED,
+    REQUIRES_ALIGNED,
+    REQUIRES_DECOMPOSITIONS,
+    REQUIRES_SHARED,
+    REQUIRES_TARGET_TOKEN,
+    InitInputs,
+)
+
+log = logging.getLogger(__name__)
+
+FALLBACKS = ("random", "mean")
+
+# Elements of the [rows, neighbours, d] gather in weighted_rows: 2**24 float32 = 64 MiB at most.
+_GATHER_BUDGET = 1 << 24
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def check_fallback(value: str, field: str = "fallback") -> None:
+    """Refuse a fallback name other than ``"random"`` or ``"mean"``."""
+    if value not in FALLBACKS:
+        raise ConfigError(f"{field} must be one of {', '.join(FALLBACKS)}, got {value!r}")
+
+
+def check_positive(value: float, field: str) -> None:
+    """Refuse a value that is not > 0 (ranks, neighbour counts, temperatures)."""
+    if isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{field} must be positive, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+_REQUIRED_FIELDS = {
+    REQUIRES_ALIGNED: ("source_token_vectors", "target_token_vectors"),
+    REQUIRES_TARGET_TOKEN: ("target_token_vectors",),
+    REQUIRES_DECOMPOSITIONS: ("decompositions",),
+    REQUIRES_SHARED: ("shared",),
+}
+
+
+def _id_vector(t: object, name: str, length: int | None, n_source: int) -> torch.Tensor:
+    """A 1-D integer tensor of source ids or -1, as a CPU long tensor."""
+    if not isinstance(t, torch.Tensor):
+        raise InitError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 1:
+        raise InitError(f"{name} must be 1-D [V_t], got shape {tuple(t.shape)}")
+    if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
+        raise InitError(f"{name} must hold integer source ids, got dtype {t.dtype}")
+    if length is not None and t.numel() != length:
+        raise InitError(f"{name} has {t.numel()} entries, copy has {length}: one per target token")
+    t = t.detach().to("cpu", torch.long)
+    if t.numel() and (int(t.min()) < -1 or int(t.max()) >= n_source):
+        raise InitError(
+            f"{name} holds ids outside [-1, {n_source - 1}] (min {int(t.min())}, max {int(t.max())})",
+            hint=f"source ids must index the {n_source} source embedding rows; -1 means none",
+        )
+    return t
+
+
+def _vectors(t: object, name: str, rows: int) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise InitError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 2 or t.shape[0] != rows:
+        raise InitError(f"{name} must have shape [{rows}, k], got {tuple(t.shape)}")
+    if not t.dtype.is_floating_point:
+        raise InitError(f"{name} must be floating point, got dtype {t.dtype}")
+    return t.detach()
+
+
+def _mask(t: object, name: str, rows: int, vectors: torch.Tensor | None) -> torch.Tensor | None:
+    if t is None:
+        return None
+    if vectors is None:
+        raise InitError(f"{name} was given without the vectors it masks")
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.bool or t.dim() != 1 or t.numel() != rows:
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise InitError(f"{name} must be a bool tensor of shape [{rows}], got {shape}")
+    return t.detach()
+
+
+def validate_inputs(inputs: InitInputs, *, method: str, requires: frozenset[str]) -> InitInputs:
+    """Check shapes, dtypes, id ranges and the fields ``requires`` names; return normalized inputs.
+
+    The returned copy has float32 ``source_embeddings``, CPU long ``copy``/``shared`` and a
+    ``torch.device``. Raises :class:`InitError` naming the field and the problem.
+    """
+    emb = inputs.source_embeddings
+    if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
+        shape = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
+        raise InitError(f"source_embeddings must be a non-empty [V_s, d] tensor, got {shape}")
+    if not emb.dtype.is_floating_point:
+        raise InitError(f"source_embeddings must be floating point, got dtype {emb.dtype}")
+    n_source = int(emb.shape[0])
+
+    missing = [f for name in sorted(requires) for f in _REQUIRED_FIELDS[name] if getattr(inputs, f) is None]
+    if missing:
+        raise InitError(
+            f"init method '{method}' requires {', '.join(dict.fromkeys(missing))}, which the inputs lack",
+            hint=f"it declares requires={sorted(requires)}; compute them (vocabshift vectors / the glue) "
+            "or choose a method that does not need them (random, mean)",
+        )
+
+    copy = _id_vector(inputs.copy, "copy", None, n_source)
+    n_target = int(copy.numel())
+    if n_target == 0:
+        raise InitError("copy is empty: the target vocabulary has no tokens")
+    shared = None if inputs.shared is None else _id_vector(inputs.shared, "shared", n_target, n_source)
+
+    src_vec = None if inputs.source_token_vectors is None else _vectors(
+        inputs.source_token_vectors, "source_token_vectors", n_source)
+    tgt_vec = None if inputs.target_token_vectors is None else _vectors(
+        inputs.target_token_vectors, "target_token_vectors", n_target)
+    if src_vec is not None and tgt_vec is not None and src_vec.shape[1] != tgt_vec.shape[1]:
+        raise InitError(
+            f"source_token_vectors have {src_vec.shape[1]} dimensions but target_token_vectors "
+            f"{tgt_vec.shape[1]}: they must live in one aligned space",
+            hint="align the two vector sets (vocabshift vectors align) before init",
+        )
+    src_mask = _mask(inputs.source_vector_mask, "source_vector_mask", n_source, src_vec)
+    tgt_mask = _mask(inputs.target_vector_mask, "target_vector_mask", n_target, tgt_vec)
+
+    decompositions = inputs.decompositions
+    if decompositions is not None:
+        if len(decompositions) != n_target:
+            raise InitError(f"decompositions has {len(decompositions)} entries, copy has {n_target}")
+        flat = [i for pieces in decompositions for i in pieces]  # one flat pass
+        if flat:
+            ids = torch.tensor(flat, dtype=torch.long)
+            if int(ids.min()) < 0 or int(ids.max()) >= n_source:
+                raise InitError(
+                    f"decompositions hold ids outside [0, {n_source - 1}] "
+                    f"(min {int(ids.min())}, max {int(ids.max())})"
+                )
+
+    if isinstance(inputs.chunk_size, bool) or not isinstance(inputs.chunk_size, int) or inputs.chunk_size < 1:
+        raise InitError(f"chunk_size must be a positive integer, got {inputs.chunk_size!r}")
+    if isinstance(inputs.seed, bool) or not isinstance(inputs.seed, int):
+        raise InitError(f"seed must be an integer, got {inputs.seed!r}")
+    try:
+        device = torch.device(inputs.device)
+    except (RuntimeError, TypeError) as err:
+        raise InitError(f"device {inputs.device!r} is not a torch device ({err})") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InitError(f"device {inputs.device!r} was asked for but CUDA is not available", hint="use device='cpu'")
+
+    return dataclasses.replace(
+        inputs, source_embeddings=emb.detach().to(torch.float32), copy=copy, shared=shared,
+        source_token_vectors=src_vec, source_vector_mask=src_mask,
+        target_token_vectors=tgt_vec, target_vector_mask=tgt_mask, device=device,
+    )
+
+
+# ------------------------------------------------------------------------------------------ row basics
+
+
+def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of consecutive chunks of ``size`` covering ``range(n)``."""
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def generator(inputs: InitInputs) -> torch.Generator:
+    """The CPU generator all of a method's random draws come from (same numbers on CPU and CUDA)."""
+    return torch.Generator(device="cpu").manual_seed(inputs.seed)
+
+
+def start_rows(inputs: InitInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(rows, origin, computed)``: copied rows filled in bit-exactly, the rest for the method to fill.
+
+    ``rows`` is a float32 CPU ``[V_t, d]`` tensor whose non-copied rows are uninitialized,
+    ``origin`` says COPIED / COMPUTED (methods overwrite FALLBACK where they fall back), and
+    ``computed`` is the bool mask ``copy < 0`` of rows the method must write.
+    """
+    emb = inputs.source_embeddings
+    rows = torch.empty(inputs.n_target, emb.shape[1], dtype=torch.float32)
+    origin = torch.full((inputs.n_target,), COMPUTED, dtype=torch.int8)
+    copied = inputs.copy >= 0
+    # One index_select of the source matrix: the copied rows are the very same float32 bits.
+    rows[copied] = emb.index_select(0, inputs.copy[copied].to(emb.device)).cpu()
+    origin[copied] = COPIED
+    return rows, origin, ~copied
+
+
+def column_stats(table: torch.Tensor, chunk_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and population std (``ddof=0``, as numpy's) of ``table``, float32 on CPU.
+
+    One chunked pass accumulating ``sum x`` and ``sum x^2`` in float64: for float32 data the
+    cancellation in ``E[x^2] - E[x]^2`` stays far below float32 resolution.
+    """
+    n, d = table.shape
+    s1 = torch.zeros(d, dtype=torch.float64, device=device)
+    s2 = torch.zeros(d, dtype=torch.float64, device=device)
+    # Blocks of at least ~4M entries (32 MiB in float64): fewer, larger reductions than chunk_size rows.
+    for s, e in chunks(n, max(chunk_size, (1 << 22) // d)):
+        block = table[s:e].to(device, torch.float64)
+        s1 += block.sum(0)
+        s2 += block.square().sum(0)
+    mean = s1 / n
+    std = (s2 / n - mean.square()).clamp_min(0.0).sqrt()
+    return mean.float().cpu(), std.float().cpu()
+
+
+def fallback_rows(kind: str, n: int, table: torch.Tensor, inputs: InitInputs,
+                  gen: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` fallback rows for ``table``'s space, float32 on CPU.
+
+    ``"mean"``: the mean row. ``"random"``: independent draws from ``N(mean_j, std_j)`` per
+    dimension ``j`` (the per-dimension normal WECHSEL and FOCUS use for tokens without a vector),
+    drawn from ``gen``.
+    """
+    if n == 0:
+        return torch.empty(0, table.shape[1], dtype=torch.float32)
+    mean, std = column_stats(table, inputs.chunk_size, inputs.device)
+    if kind == "mean":
+        return mean.expand(n, -1).clone()
+    if gen is None:
+        raise ValueError("random fallback rows need a generator")
+    return mean + std * torch.randn(n, mean.numel(), generator=gen, dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------------- neighbours
+
+
+def unit_vectors(vectors: torch.Tensor, mask: torch.Tensor | None,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-normalized float32 vectors on ``device`` and the mask of rows that are usable.
+
+    A row is usable when its mask entry is True (or no mask was given) and it has a finite, non-zero
+    norm: an all-zero vector means "no vector" (the convention of the WECHSEL/OFA/FOCUS code bases).
+    Unusable rows are zeroed.
+    """
+    v = vectors.to(device, torch.float32)
+    norms = torch.linalg.vector_norm(v, dim=1)
+    usable = torch.isfinite(norms) & (norms > 0)
+    if mask is not None:
+        usable &= mask.to(device)
+    unit = torch.where(usable[:, None], v / norms.clamp_min(torch.finfo(torch.float32).tiny)[:, None], 0.0)
+    return unit, usable
+
+
+def weighted_rows(idx: torch.Tensor, weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    r"""``out[i] = \sum_j weights[i, j] * table[idx[i, j]]`` with the gather held under 64 MiB."""
+    n, m = idx.shape
+    out = torch.empty(n, table.shape[1], dtype=table.dtype, device=table.device)
+    step = max(1, _GATHER_BUDGET // max(1, m * table.shape[1]))
+    for s, e in chunks(n, step):
+        out[s:e] = torch.bmm(weights[s:e].unsqueeze(1).to(table.dtype), table[idx[s:e]]).squeeze(1)
+    return out
+
+
+def neighbour_rows(
+    query_vectors: torch.Tensor, keys: torch.Tensor, key_usable: torch.Tensor, table: torch.Tensor,
+    *, neighbours: int, temperature: float, chunk_size: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""WECHSEL/OFA combination: ``\sum_{j \in N_k} softmax(cos/T)_j \cdot table[j]`` for each query.
+
+    ``query_vectors`` [n, k] and ``keys`` [V_s, k] are unit rows (:func:`unit_vectors`), so the cosine
+    is a dot product; only keys with ``key_usable`` are candidates. ``table`` [V_s, ·] lives on the
+    same device. Returns the rows (on that device) and similarity statistics for ``info``.
+    """
+    usable = key_usable.nonzero().squeeze(1)  # candidates only: the product skips keys without a vector
+    cand = keys[usable]
+    k = min(neighbours, int(usable.numel()))
+    out = torch.empty(query_vectors.shape[0], table.shape[1], dtype=table.dtype, device=table.device)
+    top1 = topk_mean = top1_weight = 0.0
+    used = torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)
+    for s, e in chunks(query_vectors.shape[0], chunk_size):
+        sims = query_vectors[s:e] @ cand.T  # [chunk, candidates]: the chunk_size x V_s product
+        top, pos = torch.topk(sims, k, dim=1, largest=True, sorted=True)
+        idx = usable[pos]
+        weights = torch.softmax(top / temperature, dim=1)
+        out[s:e] = weighted_rows(idx, weights, table)
+        top1 += float(top[:, 0].double().sum())
+        topk_mean += float(top.double().mean(1).sum())
+        top1_weight += float(weights[:, 0].double().sum())
+        used[idx.flatten()] = True
+    n = max(1, query_vectors.shape[0])
+    stats = {
+        "neighbours": k,
+        "mean_top1_similarity": top1 / n,
+        "mean_topk_similarity": topk_mean / n,
+        "mean_top1_weight": top1_weight / n,
+        "distinct_neighbours": int(used.sum()),
+    }
+    return out, stats
+
+
+# -------------------------------------------------------------------------------------- factorization
+
+
+@dataclass
+class Factorization:
+    r"""Truncated SVD ``E \approx C P`` with ``C = U_r \Sigma_r`` and ``P = V_r^\top``.
+
+    The singular values go into the coordinates; the primitives are orthonormal rows
+    (``P P^\top = I_r``), so ``C = E P^\top`` is the projection of each row onto the top-r subspace.
+    """
+
+    coordinates: torch.Tensor  # [V, r] float32 CPU
+    primitives: torch.Tensor  # [r, d] float32 CPU, orthonormal rows
+    singular_values: torch.Tensor  # [r] float64 CPU, descending
+    requested_rank: int
+    reconstruction_error: float  # ||E - C P||_F / ||E||_F
+
+    @property
+    def rank(self) -> int:
+        return int(self.primitives.shape[0])
+
+
+def truncated_svd(table: torch.Tensor, rank: int, *, chunk_size: int, device: torch.device,
+                  what: str = "source embeddings") -> Factorization:
+    r"""Rank-``rank`` truncated SVD of ``table`` [V, d], clamped to ``min(V, d)``.
+
+    Computed via the Gram matrix ``G = E^\top E = V \Sigma^2 V^\top`` accumulated over row chunks in
+    float64 (memory ``O(chunk·d + d^2)``, never the ``V × d`` matrix ``U``), its eigenvectors ``V_r``
+    for the ``r`` largest eigenvalues, and ``C = E V_r`` (= ``U_r \Sigma_r``). At full rank
+    ``C P = E V V^\top = E`` up to float rounding. Signs are fixed (the largest-magnitude entry of
+    each primitive is positive) so the result is deterministic.
+    """
+    n, d = table.shape
+    r = min(rank, n, d)
+    if r < rank:
+        log.info("rank %d clamped to %d = min(rows, dim) of the %s [%d, %d]", rank, r, what, n, d)
+    if r >= d:
+        log.info("rank %d >= embedding dim %d: the factorization of the %s does not compress", r, d, what)
+    gram = torch.zeros(d, d, dtype=torch.float64, device=device)
+    for s, e in chunks(n, chunk_size):
+        block = table[s:e].to(device, torch.float64)
+        gram += block.T @ block
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    evals = evals.flip(0).clamp_min(0.0)
+    basis = evecs.flip(1)[:, :r]  # [d, r]
+    # eigh's signs are arbitrary: make the largest-|.| entry of each column positive.
+    pivot = basis.abs().argmax(0)
+    signs = torch.sign(basis[pivot, torch.arange(r, device=device)])
+    basis = basis * torch.where(signs == 0, 1.0, signs)
+    coords = torch.empty(n, r, dtype=torch.float32)
+    for s, e in chunks(n, chunk_size):
+        coords[s:e] = (table[s:e].to(device, torch.float64) @ basis).float().cpu()
+    total = float(evals.sum())
+    # ||E - C P||_F^2 = sum of the discarded eigenvalues of E^T E.
+    error = (max(total - float(evals[:r].sum()), 0.0) / total) ** 0.5 if total > 0 else 0.0
+    return Factorization(
+        coordinates=coords,
+        primitives=basis.T.float().cpu().contiguous(),
+        singular_values=evals[:r].sqrt().cpu(),
+        requested_rank=rank,
+        reconstruction_error=error,
+    )

@@ -1,0 +1,531 @@
+"""The init stage (``vocabshift init``): give a model the target vocabulary with rows from an init method.
+
+Two ways in:
+
+* **full replacement** — ``model`` is the source model and ``tokenizer`` a different target tokenizer
+  (e.g. from ``vocabshift tokenizer train``). Target tokens whose canonical surface form is also a
+  source token are *shared*; whether shared rows are copied follows the method's paper
+  (``copy_overlap``: WECHSEL computes every row, FOCUS/OFA/FVT copy) unless the config overrides it.
+  Special tokens are always copied from the source token with the same role (bos, eos, pad...) or
+  string when there is one.
+* **after prune/extend** — ``model`` is an output of ``vocabshift prune``/``extend``: its ``id_map.json``
+  says which rows are source rows (kept as they are) and which are new (``-1``, computed by the method).
+
+The method itself only sees arrays (:class:`~vocabshift.init.base.InitInputs`); this module computes
+what the method ``requires`` — shared tokens, source-tokenizer decompositions (FVT), token vectors in
+an aligned static space (WECHSEL, OFA) or token-level target vectors (FOCUS) — runs it for the input
+embeddings and again for an untied LM head, gives an MLM output bias the copied entries and the mean
+elsewhere, and writes the model through :func:`~vocabshift.surgery.resize.remap_vocab`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vocabshift.config import ConfigMixin, from_dict
+from vocabshift.corpus import CorpusConfig
+from vocabshift.errors import ConfigError, InitError, ModelError
+from vocabshift.init.base import (
+    REQUIRES_ALIGNED,
+    REQUIRES_DECOMPOSITIONS,
+    REQUIRES_TARGET_TOKEN,
+    InitInputs,
+    InitResult,
+)
+from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.tokenization.surface import Surface
+
+log = logging.getLogger(__name__)
+
+INIT_REPORT_FILE = "init_report.json"
+FACTORIZED_FILE = "factorized_embedding.safetensors"
+ID_MAP_FILE = "id_map.json"
+
+# Files that make up a tokenizer directory (copied into the output as they are).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+_SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+
+
+@dataclass
+class InitConfig(ConfigMixin):
+    """Initialize the embeddings of a target vocabulary with one method (``vocabshift init``)."""
+
+    method: str = field(metadata={"help": "Init method: random, mean, fvt, wechsel, focus, ofa, factorized."})
+    model: str = field(metadata={
+        "help": "Source model directory, or the output of `vocabshift prune`/`extend` (its id_map.json says "
+                "which rows are kept and which are new)."})
+    out: str = field(metadata={"help": "Output directory (written atomically)."})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "Target tokenizer directory for a full vocabulary replacement; not needed after prune/extend."})
+    source_vectors: str | None = field(default=None, metadata={
+        "help": "Static vectors of the source language (fastText .bin, or .vec/.vec.gz)."})
+    target_vectors: str | None = field(default=None, metadata={
+        "help": "Static vectors of the target language (fastText .bin, or .vec/.vec.gz)."})
+    dictionary: str | None = field(default=None, metadata={
+        "help": "Bilingual dictionary to align the two vector spaces (pairs per line, or FreeDict .index); "
+                "without one, identical strings seed the alignment."})
+    aligned: bool = field(default=False, metadata={
+        "help": "The source and target vectors already share one space: use them as they are."})
+    alignment: str | None = field(default=None, metadata={
+        "help": "Output directory of `vocabshift vectors align` (its W.npy and vector files are used)."})
+    corpus: CorpusConfig | None = field(default=None, metadata={
+        "help": "focus: target-language text, tokenized by the target tokenizer to train token-level fastText."})
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "The method's own options (see `vocabshift init --list`), e.g. {top_k: 10, temperature: 0.1}."})
+    copy_overlap: bool | None = field(default=None, metadata={
+        "help": "Copy the rows of tokens shared with the source vocabulary (default: what the method's paper does)."})
+    pad_to_multiple_of: int | None = field(default=None, metadata={
+        "help": "Full replacement: pad the embedding matrices to a multiple of this."})
+    seed: int = field(default=0, metadata={"help": "Random seed (random rows, fallbacks, vector training)."})
+    device: str = field(default="auto", metadata={"help": "Where to compute: auto (CUDA when present), cpu, cuda."})
+    chunk_size: int = field(default=4096, metadata={"help": "Rows per chunk in similarity products (bounds memory)."})
+    threads: int | None = field(default=None, metadata={"help": "focus: fastText training threads (default: all)."})
+    force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
+
+    def __post_init__(self) -> None:
+        from vocabshift.init.registry import get_init_method
+
+        method = get_init_method(self.method)  # an unknown method fails here, listing the valid ones
+        from_dict(method.config, dict(self.options), "options")  # so do unknown/mistyped options
+        if self.aligned and self.alignment:
+            raise ConfigError("give either aligned (vectors already share a space) or alignment (a "
+                              "`vocabshift vectors align` directory), not both")
+        if self.chunk_size < 1:
+            raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass
+class InitOutput:
+    """What the init stage wrote."""
+
+    out: Path
+    report: dict[str, Any]
+
+
+@dataclass
+class _Plan:
+    """The vocabulary question, independent of where it came from.
+
+    ``source_rows`` are the rows of the model's current matrices that count as the source vocabulary
+    (all of them for a full replacement, the kept ones after prune/extend); the method sees only
+    those, indexed ``0..len(source_rows)-1``.
+    """
+
+    mode: str  # "replace" or "id_map"
+    source_rows: list[int]  # model row of each compact source token
+    source_surfaces: list[Surface]  # per compact source token
+    source_hf: Any  # tokenizer whose ids are model rows of source tokens (word-only vector fallback)
+    source_surfaces_full: list[Surface]  # per id of source_hf
+    decompose_hf: Any | None  # tokenizer that splits surface forms into source tokens (FVT)
+    decompose_to_compact: dict[int, int] | None  # its ids -> compact source index
+    target_hf: Any
+    target_surfaces: list[Surface]
+    copy_compact: list[int]  # per target id: compact source index to copy, -1 = computed
+    shared_compact: list[int]  # per target id: compact source index with the same surface form, -1 = none
+    remap_id_map: list[int]  # per model row of the output: model row of the input to copy, -1 = new
+    special_token_ids: dict[str, int] = field(default_factory=dict)
+    tokenizer_dir: Path | None = None
+    id_map_data: dict[str, Any] | None = None
+
+
+def surface_key(surface: Surface) -> tuple[Any, ...] | None:
+    """Canonical form used to match tokens across vocabularies (None: never matched, e.g. specials).
+
+    Complete tokens match on (decoded text, starts a word); lone bytes and partial UTF-8 sequences on
+    their raw bytes, so byte-level ``Ã©`` matches only the same bytes.
+    """
+    if surface.kind == "special":
+        return None
+    if surface.kind in ("byte", "partial"):
+        return ("bytes", surface.raw)
+    return ("text", surface.text, surface.word_initial)
+
+
+def match_shared(source: list[Surface], target: list[Surface]) -> list[int]:
+    """For each target token, the first source index with the same canonical surface form, else -1."""
+    index: dict[tuple[Any, ...], int] = {}
+    for i, s in enumerate(source):
+        key = surface_key(s)
+        if key is not None:
+            index.setdefault(key, i)
+    return [index.get(surface_key(t), -1) if surface_key(t) is not None else -1 for t in target]
+
+
+def match_specials(source_hf: Any, target_hf: Any) -> dict[int, int]:
+    """Target special-token id -> source id of the token with the same role (bos, eos...) or string."""
+    out: dict[int, int] = {}
+    for role in _SPECIAL_ROLES:
+        t_tok, s_tok = getattr(target_hf, role, None), getattr(source_hf, role, None)
+        if t_tok is not None and s_tok is not None:
+            t_id, s_id = target_hf.convert_tokens_to_ids(str(t_tok)), source_hf.convert_tokens_to_ids(str(s_tok))
+            if isinstance(t_id, int) and isinstance(s_id, int) and t_id >= 0 and s_id >= 0:
+                out.setdefault(t_id, s_id)
+    source_vocab = source_hf.get_vocab()
+    for tok in target_hf.all_special_tokens + [t.content for t in target_hf.added_tokens_decoder.values()]:
+        t_id = target_hf.convert_tokens_to_ids(tok)
+        if isinstance(t_id, int) and t_id not in out and tok in source_vocab:
+            out[t_id] = source_vocab[tok]
+    return out
+
+
+def decompositions(hf: Any, surfaces: list[Surface], wanted: list[bool]) -> list[list[int]]:
+    """FVT's decomposition: the ids ``hf`` splits each wanted surface form into (empty when not wanted).
+
+    Word-initial tokens are encoded with a leading space so byte-level BPE picks ``Ġ``-tokens and
+    sentencepiece its ``▁``-pieces; a bare ``▁`` piece the encoding adds in front of a non-initial
+    form is dropped. Lone bytes and partial UTF-8 tokens split into the source's byte tokens
+    (byte-level characters or ``<0xNN>`` pieces) when it has them.
+    """
+    from vocabshift.tokenization.surface import byte_decoder
+
+    backend = hf.backend_tokenizer
+    vocab = backend.get_vocab(with_added_tokens=True)
+    bare_ids = {vocab[t] for t in ("▁", "Ġ") if t in vocab}
+    byte_char = {b: c for c, b in byte_decoder().items()}
+    out: list[list[int]] = [[] for _ in surfaces]
+    texts, where = [], []
+    for i, (s, want) in enumerate(zip(surfaces, wanted, strict=True)):
+        if not want or s.kind == "special":
+            continue
+        if s.kind in ("byte", "partial") and s.raw is not None:
+            ids = [vocab.get(f"<0x{b:02X}>", vocab.get(byte_char[b], -1)) for b in s.raw]
+            out[i] = [x for x in ids if x >= 0] if all(x >= 0 for x in ids) else []
+            continue
+        if not s.text:
+            continue
+        texts.append(" " + s.text if s.word_initial else s.text)
+        where.append(i)
+    for i, enc in zip(where, backend.encode_batch(texts, add_special_tokens=False), strict=True):
+        ids = list(enc.ids)
+        if not surfaces[i].word_initial:
+            while ids and ids[0] in bare_ids:
+                ids = ids[1:]
+        out[i] = ids
+    return out
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
+    return torch.device(name)
+
+
+def _load_tokenizer(path: str | Path) -> Any:
+    from vocabshift.tokenization.source import load_hf_tokenizer
+
+    hf = load_hf_tokenizer(path)
+    if getattr(hf, "backend_tokenizer", None) is None:
+        raise ConfigError("the tokenizer has no fast (tokenizers) backend", path=path)
+    return hf
+
+
+def _read_id_map_data(directory: Path) -> dict[str, Any] | None:
+    path = directory / ID_MAP_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def _plan(config: InitConfig, model: Any, copy_overlap: bool) -> _Plan:
+    """Decide which target rows are copied from which source rows and which the method computes."""
+    from vocabshift.surgery.locate import locate
+    from vocabshift.tokenization.surface import surface_forms
+
+    model_dir = Path(config.model)
+    id_map_data = _read_id_map_data(model_dir) if model_dir.is_dir() else None
+    vocab_rows = locate(model).vocab_size
+
+    if id_map_data is not None:
+        if config.tokenizer and Path(config.tokenizer).resolve() != model_dir.resolve():
+            raise ConfigError(
+                f"{model_dir} is a prune/extend output (it has {ID_MAP_FILE}); its own tokenizer is the target",
+                hint="leave out --tokenizer, or pass the original source model to replace the vocabulary")
+        id_map = list(id_map_data["id_map"])
+        hf = _load_tokenizer(model_dir)
+        if len(hf) != len(id_map):
+            raise InitError(f"{ID_MAP_FILE} lists {len(id_map)} tokens but the tokenizer has {len(hf)}",
+                            path=model_dir / ID_MAP_FILE)
+        if vocab_rows < len(id_map):
+            raise InitError(f"the model has {vocab_rows} embedding rows, fewer than the {len(id_map)} tokens "
+                            f"of {ID_MAP_FILE}", path=model_dir)
+        surfaces = surface_forms(hf)
+        source_rows = [i for i, s in enumerate(id_map) if s >= 0]
+        if len(source_rows) == len(id_map):
+            raise InitError(f"nothing to initialize: all {len(id_map)} tokens of {ID_MAP_FILE} are source tokens "
+                            "(a pruned model keeps its rows as they are)", path=model_dir,
+                            hint="init runs after `vocabshift extend`, or with --tokenizer for a full replacement")
+        compact = {row: k for k, row in enumerate(source_rows)}
+        copy = [compact.get(i, -1) if id_map[i] >= 0 else -1 for i in range(len(id_map))]
+        shared = list(copy)
+        # FVT needs the original source tokenizer: the output's own tokenizer would split a new token
+        # into itself. Its ids map to output rows through the id_map.
+        decompose_hf, to_compact = None, None
+        src_path = Path(str(id_map_data.get("source", "")))
+        if src_path.exists():
+            try:
+                decompose_hf = _load_tokenizer(src_path)
+                first_row: dict[int, int] = {}
+                for row, src in enumerate(id_map):
+                    if src >= 0:
+                        first_row.setdefault(src, row)
+                to_compact = {src: compact[row] for src, row in first_row.items()}
+            except Exception as err:  # the source moved or is not loadable: only FVT needs it
+                log.debug("cannot load the id_map's source tokenizer %s: %s", src_path, err)
+        remap = [i if i >= len(id_map) or id_map[i] >= 0 else -1 for i in range(vocab_rows)]
+        return _Plan(mode="id_map", source_rows=source_rows, source_surfaces=[surfaces[r] for r in source_rows],
+                     source_hf=hf, source_surfaces_full=surfaces, decompose_hf=decompose_hf,
+                     decompose_to_compact=to_compact, target_hf=hf, target_surfaces=surfaces, copy_compact=copy,
+                     shared_compact=shared, remap_id_map=remap, tokenizer_dir=model_dir, id_map_data=id_map_data)
+
+    if not config.tokenizer:
+        raise ConfigError(f"{model_dir} has no {ID_MAP_FILE}: give the target tokenizer (--tokenizer) to "
+                          "replace its vocabulary, or run `vocabshift extend`/`prune` first")
+    source_hf = _load_tokenizer(config.model)
+    target_hf = _load_tokenizer(config.tokenizer)
+    if len(source_hf) > vocab_rows:
+        raise ModelError(f"the tokenizer has {len(source_hf)} tokens but the model only {vocab_rows} embedding rows",
+                         path=config.model)
+    source_surfaces = surface_forms(source_hf)
+    target_surfaces = surface_forms(target_hf)
+    shared = match_shared(source_surfaces, target_surfaces)
+    copy = list(shared) if copy_overlap else [-1] * len(target_surfaces)
+    specials = match_specials(source_hf, target_hf)
+    for t_id, s_id in specials.items():
+        copy[t_id] = s_id
+        shared[t_id] = s_id
+    # The model config's special ids become the target tokenizer's (bos/eos/pad always, the others when the
+    # config has such a field), rather than wherever the source's special tokens were copied to.
+    special_ids = {}
+    for role in _SPECIAL_ROLES:
+        tok = getattr(target_hf, role, None)
+        name = role.replace("_token", "_token_id")
+        if tok is not None and (role in ("bos_token", "eos_token", "pad_token") or hasattr(model.config, name)):
+            t_id = target_hf.convert_tokens_to_ids(str(tok))
+            if isinstance(t_id, int) and t_id >= 0:
+                special_ids[name] = t_id
+    source_rows = list(range(len(source_hf)))
+    return _Plan(mode="replace", source_rows=source_rows, source_surfaces=source_surfaces, source_hf=source_hf,
+                 source_surfaces_full=source_surfaces, decompose_hf=source_hf,
+                 decompose_to_compact={i: i for i in source_rows}, target_hf=target_hf,
+                 target_surfaces=target_surfaces, copy_compact=copy, shared_compact=shared,
+                 remap_id_map=list(copy), special_token_ids=special_ids, tokenizer_dir=Path(config.tokenizer))
+
+
+def _static_vectors(config: InitConfig, report: dict[str, Any]) -> tuple[Any, Any]:
+    """Source and target static vectors in one space: given aligned, an alignment directory, or aligned now."""
+    from vocabshift.vectors import load_aligned, load_pair
+
+    if config.alignment:
+        src, tgt = load_aligned(config.alignment)
+        report["vectors"] = {"alignment": config.alignment}
+        return src, tgt
+    if not (config.source_vectors and config.target_vectors):
+        raise ConfigError(f"{config.method} needs static vectors: give source_vectors and target_vectors "
+                          "(--source-vectors/--target-vectors) or an alignment directory (--alignment)")
+    if config.aligned:
+        src, tgt = load_pair(config.source_vectors, config.target_vectors)  # dimensions checked there
+        report["vectors"] = {"aligned": True, "source": config.source_vectors, "target": config.target_vectors}
+        return src, tgt
+    from vocabshift.vectors import VectorsAlignConfig, align_vectors
+
+    with tempfile.TemporaryDirectory(prefix="vocabshift-align-") as tmp:
+        out = Path(tmp) / "alignment"
+        result = align_vectors(VectorsAlignConfig(source=config.source_vectors, target=config.target_vectors,
+                                                  dictionary=config.dictionary, out=str(out)))
+        report["vectors"] = {"aligned_here": True, "alignment": _jsonable(result)}
+        src, tgt = load_aligned(out)
+        # load_aligned may read lazily from the files named in alignment.json, which stay where they are.
+        return src, tgt
+
+
+def _jsonable(obj: Any) -> Any:
+    from vocabshift.config import to_dict
+
+    data = to_dict(obj)
+    try:
+        json.dumps(data)
+        return data
+    except TypeError:
+        return str(data)
+
+
+def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: dict[str, Any]) -> dict[str, Any]:
+    """The InitInputs fields the method requires (everything but the embedding matrix)."""
+    import torch
+
+    kw: dict[str, Any] = {"copy": torch.tensor(plan.copy_compact, dtype=torch.long)}
+    # Lexical overlap is cheap and always given (REQUIRES_SHARED methods depend on it; others report it).
+    kw["shared"] = torch.tensor(plan.shared_compact, dtype=torch.long)
+    compute = [c < 0 for c in plan.copy_compact]
+    if REQUIRES_DECOMPOSITIONS in requires:
+        if plan.decompose_hf is None or plan.decompose_to_compact is None:
+            raise InitError(f"{config.method} splits new tokens with the source tokenizer, but the id_map's "
+                            "source is not available", path=config.model,
+                            hint="keep the source model where it was when prune/extend ran")
+        raw = decompositions(plan.decompose_hf, plan.target_surfaces, compute)
+        to_c = plan.decompose_to_compact
+        kw["decompositions"] = [[to_c[i] for i in ids if i in to_c] for ids in raw]
+        report["decompositions"] = {"empty": sum(1 for d, c in zip(kw["decompositions"], compute, strict=True)
+                                                 if c and not d)}
+    if REQUIRES_ALIGNED in requires:
+        from vocabshift.vectors import token_vectors
+
+        src_vecs, tgt_vecs = _static_vectors(config, report)
+        t0 = time.perf_counter()
+        s_full, s_found = token_vectors(src_vecs, plan.source_surfaces_full, tokenizer=plan.source_hf)
+        t_vec, t_found = token_vectors(tgt_vecs, plan.target_surfaces, tokenizer=plan.target_hf)
+        rows = plan.source_rows
+        kw["source_token_vectors"] = torch.as_tensor(s_full[rows], dtype=torch.float32)
+        kw["source_vector_mask"] = torch.as_tensor(s_found[rows], dtype=torch.bool)
+        kw["target_token_vectors"] = torch.as_tensor(t_vec, dtype=torch.float32)
+        kw["target_vector_mask"] = torch.as_tensor(t_found, dtype=torch.bool)
+        report.setdefault("vectors", {}).update({
+            "source_tokens_with_vector": int(kw["source_vector_mask"].sum()),
+            "source_tokens": len(rows),
+            "target_tokens_with_vector": int(kw["target_vector_mask"].sum()),
+            "target_tokens": len(plan.target_surfaces),
+            "token_vector_seconds": round(time.perf_counter() - t0, 3)})
+    elif REQUIRES_TARGET_TOKEN in requires:
+        if config.corpus is None:
+            raise ConfigError(f"{config.method} trains token-level fastText on target text tokenized by the "
+                              "target tokenizer: give a corpus (--corpus)")
+        from vocabshift.vectors import token_id_vectors, train_token_vectors
+
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="vocabshift-focus-") as tmp:
+            vecs = train_token_vectors(plan.target_hf, config.corpus, Path(tmp) / "tokens.bin",
+                                       threads=config.threads, seed=config.seed)
+            t_vec, t_found = token_id_vectors(vecs, len(plan.target_surfaces))
+        kw["target_token_vectors"] = torch.as_tensor(t_vec, dtype=torch.float32)
+        kw["target_vector_mask"] = torch.as_tensor(t_found, dtype=torch.bool)
+        report["token_vectors"] = {"target_tokens_with_vector": int(kw["target_vector_mask"].sum()),
+                                   "target_tokens": len(plan.target_surfaces),
+                                   "train_seconds": round(time.perf_counter() - t0, 3)}
+    return kw
+
+
+def _bias_rows(bias: Any, n_new: int, source_rows: list[int]) -> Any:
+    """MLM output bias for the computed rows: the mean over the source tokens (copied rows keep theirs)."""
+    import torch
+
+    src = bias.detach()[torch.tensor(source_rows, dtype=torch.long)].float()
+    return src.mean().expand(n_new).clone().to(bias.dtype)
+
+
+def _copy_tokenizer(directory: Path, dst: Path) -> list[str]:
+    copied = []
+    for f in sorted(directory.iterdir()):
+        if f.is_file() and (f.name in _TOKENIZER_FILES or f.suffix == ".model"):
+            shutil.copy2(f, dst / f.name)
+            copied.append(f.name)
+    if "tokenizer.json" not in copied and not any(n.endswith(".model") for n in copied):
+        raise ConfigError("no tokenizer files (tokenizer.json or a sentencepiece .model) found", path=directory)
+    return copied
+
+
+def _save_tokenizer(plan: _Plan, dst: Path) -> None:
+    if plan.tokenizer_dir is not None and plan.tokenizer_dir.is_dir():
+        _copy_tokenizer(plan.tokenizer_dir, dst)
+    else:  # e.g. a GGUF or a tokenizer given by a file: write it through transformers
+        plan.target_hf.save_pretrained(str(dst))
+
+
+def init_model(config: InitConfig) -> InitOutput:
+    """Run ``config.method`` and write a loadable model with the target vocabulary to ``config.out``."""
+    import torch
+
+    from vocabshift.init.registry import get_init_method, run_init_method
+    from vocabshift.surgery.checkpoint import load_model, parameter_count, save_model
+    from vocabshift.surgery.locate import locate
+    from vocabshift.surgery.resize import remap_vocab
+
+    out = check_output_path(config.out, config.force)
+    method = get_init_method(config.method)
+    method_config = from_dict(method.config, dict(config.options), "options")
+    copy_overlap = method.copy_overlap if config.copy_overlap is None else config.copy_overlap
+    device = _device(config.device)
+    t_start = time.perf_counter()
+
+    model = load_model(config.model)
+    layout = locate(model)
+    plan = _plan(config, model, copy_overlap)
+    report: dict[str, Any] = {"stage": "init", "method": method.name, "reference": method.reference_url,
+                              "mode": plan.mode, "source": config.model,
+                              "target_tokenizer": str(plan.tokenizer_dir), "config": config.to_dict(),
+                              "method_config": method_config.to_dict() if hasattr(method_config, "to_dict")
+                              else _jsonable(method_config),
+                              "copy_overlap": copy_overlap, "source_vocab_size": len(plan.source_rows),
+                              "target_vocab_size": len(plan.target_surfaces),
+                              "shared_tokens": sum(1 for s in plan.shared_compact if s >= 0),
+                              "parameters_before": parameter_count(model)}
+    kw = _inputs(config, plan, method.requires, report)
+    rows_t = torch.tensor(plan.source_rows, dtype=torch.long)
+    copy_t = kw["copy"]
+    compute_mask = copy_t < 0
+
+    def run(matrix: torch.Tensor, what: str) -> InitResult:
+        inputs = InitInputs(source_embeddings=matrix.detach()[rows_t].float(), seed=config.seed, device=device,
+                            chunk_size=config.chunk_size, **kw)
+        t0 = time.perf_counter()
+        result = run_init_method(method.name, inputs, method_config)
+        report.setdefault("matrices", {})[what] = {"counts": result.counts(),
+                                                   "seconds": round(time.perf_counter() - t0, 3),
+                                                   "info": _jsonable(result.info)}
+        return result
+
+    in_weight = model.get_parameter(layout.input_weight)
+    result_in = run(in_weight, "input_embeddings")
+    new_rows = result_in.rows[compute_mask].to(in_weight.dtype)
+    new_output_rows = None
+    if layout.output_weight is not None and not layout.tied:
+        out_weight = model.get_parameter(layout.output_weight)
+        new_output_rows = run(out_weight, "lm_head").rows[compute_mask].to(out_weight.dtype)
+    new_bias = None
+    if layout.output_bias is not None:
+        new_bias = _bias_rows(model.get_parameter(layout.output_bias), int(compute_mask.sum()), plan.source_rows)
+
+    # remap_vocab: rows listed in remap_id_map are copied, the -1 rows take new_rows in order. After
+    # prune/extend the model already has the target size and remap_id_map is the identity on kept rows.
+    remap = plan.remap_id_map
+    n_new = sum(1 for r in remap if r < 0)
+    if n_new != int(compute_mask.sum()):
+        raise InitError(f"internal: {n_new} new rows in the remap but {int(compute_mask.sum())} computed rows")
+    remap_vocab(model, remap, new_rows=new_rows, new_output_rows=new_output_rows, new_bias=new_bias,
+                pad_to_multiple_of=config.pad_to_multiple_of if plan.mode == "replace" else None,
+                special_token_ids=plan.special_token_ids or None)
+    report["parameters_after"] = parameter_count(model)
+    report["seconds"] = round(time.perf_counter() - t_start, 3)
+
+    with atomic_output_dir(out, force=config.force) as tmp:
+        save_model(model, tmp)
+        _save_tokenizer(plan, tmp)
+        if result_in.factorized is not None:
+            result_in.factorized.save(tmp / FACTORIZED_FILE)
+            report["factorized"] = {"file": FACTORIZED_FILE,
+                                    "rank": int(result_in.factorized.coordinates.shape[1])}
+        if plan.mode == "id_map":
+            data = dict(plan.id_map_data or {})
+        else:
+            data = {"source": str(config.model), "size": len(plan.remap_id_map),
+                    "new_tokens": n_new, "id_map": plan.remap_id_map}
+        data["init"] = method.name
+        (tmp / ID_MAP_FILE).write_text(json.dumps(data))
+        (tmp / INIT_REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    counts = report["matrices"]["input_embeddings"]["counts"]
+    log.info("init %s: %s -> %s (%s) in %.1f s", method.name, config.model, out,
+             ", ".join(f"{v} {k}" for k, v in counts.items()), report["seconds"])
+    return InitOutput(out=out, report=report)

@@ -1,0 +1,228 @@
+"""Train fastText vectors: on words (``vocabshift vectors train``) and on token ids (FOCUS's auxiliary model).
+
+Both hand a plain-text file to the ``fasttext`` library (PyPI ``fasttext-numpy2``), skipgram by default.
+The corpus is read with :func:`vocabshift.corpus.iter_corpus` (formats, limits, mixing) and written to a
+temporary file beside the output, one document per line; a corpus that already is a single plain UTF-8
+text file is handed over as it is. The ``.bin`` is written to a temporary sibling and renamed into place.
+
+Token-level vectors (Dobler & de Melo 2023, "FOCUS: Effective Embedding Initialization for Monolingual
+Specialization of Multilingual Models", section 3) are trained on the corpus tokenized by the target
+tokenizer. Each token is written as its id, ``t<id>`` (token strings may hold spaces, ``Ġ``, ``▁`` or
+nothing printable; ids are unambiguous), without character n-grams: an id has no spelling to share.
+:func:`token_id_vectors` maps the trained words back to a ``[vocab_size, dim]`` matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vocabshift.corpus import CorpusConfig, iter_corpus, plain_text_files
+from vocabshift.errors import VectorsError
+from vocabshift.outputs import check_output_path
+from vocabshift.vectors.config import VectorsTrainConfig
+from vocabshift.vectors.static import StaticVectors, load_vectors
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TOKEN_WORD", "token_id_vectors", "train_token_vectors", "train_vectors"]
+
+TOKEN_WORD = re.compile(r"t(\d+)")  # how train_token_vectors spells token id i: "t<i>"
+_ENCODE_BATCH = 1024  # documents per tokenizer batch
+
+
+@contextmanager
+def _scratch_beside(out: Path) -> Iterator[Path]:
+    """A temporary directory beside ``out`` (same filesystem, so the final rename is atomic)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_lines(lines: Iterator[str], path: Path) -> tuple[int, int]:
+    """Write one line per item; returns (lines, bytes)."""
+    n = size = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        for line in lines:
+            data = line + "\n"
+            fh.write(data)
+            n += 1
+            size += len(data.encode("utf-8"))
+    return n, size
+
+
+def _corpus_text(corpus: CorpusConfig, scratch: Path) -> tuple[Path, int, int]:
+    """A plain-text file of the corpus, one document per line: the corpus file itself when it is one."""
+    plain = plain_text_files(corpus)
+    if plain is not None and len(plain.paths) == 1:
+        return plain.paths[0], plain.documents, plain.bytes
+    docs = (" ".join(doc.splitlines()) for doc in iter_corpus(corpus))  # a document must stay on one line
+    path = scratch / "corpus.txt"
+    n, size = _write_lines(docs, path)
+    return path, n, size
+
+
+# Run by a fresh interpreter (see _fasttext_train); it imports only fasttext.
+_CHILD = r"""
+import json, sys
+import fasttext
+from fasttext import FastText
+
+job = json.loads(sys.argv[1])
+# train_unsupervised takes no `seed` argument: it passes on unsupervised_default["seed"].
+FastText.unsupervised_default["seed"] = job["seed"]
+try:
+    model = fasttext.train_unsupervised(input=job["input"], **job["params"])
+    model.save_model(job["dest"])
+    result = {"words": len(model.words)}
+except Exception as err:
+    result = {"error": str(err)}
+with open(job["result"], "w", encoding="utf-8") as fh:
+    json.dump(result, fh)
+"""
+
+
+def _fasttext_train(text: Path, corpus: CorpusConfig, dest: Path, *, seed: int, **params: Any) -> int:
+    """Train fastText on ``text`` and save the model to ``dest``; returns the number of words.
+
+    Training runs in a fresh Python process (``sys.executable -c``, which never re-imports the caller's
+    ``__main__``), with glibc's ``MALLOC_MMAP_THRESHOLD_`` lowered so that every large buffer is a fresh,
+    zero-filled mapping. The reason: fasttext 0.10 (fasttext-numpy2) initializes only the first
+    ``thread / 10`` of the input matrix (``DenseMatrix::uniform`` fills one tenth per thread) and does not
+    zero the rest. Upstream the rest is zeros; here it is whatever the heap held, so a second training in
+    one process, or a small model, starts from garbage and often stops with "Encountered NaN". Fresh
+    pages make it zeros, as upstream, and training deterministic for ``threads=1``.
+    """
+    result_file = dest.with_name(dest.name + ".result.json")
+    job = {"input": str(text), "dest": str(dest), "result": str(result_file), "seed": seed, "params": params}
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], env=env, check=False)
+    named = ", ".join(p for s in corpus.sources for p in s.paths)
+    if not result_file.is_file():
+        raise VectorsError(f"the fastText training process died (exit status {proc.returncode}; out of memory?)",
+                           path=named)
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    if "error" in result:
+        err = result["error"]
+        hint = ("lower --min-count or give more text" if "vocabulary" in err.lower() else
+                "training diverged: lower --lr, give more --bucket, or more text" if "nan" in err.lower() else None)
+        raise VectorsError(f"fastText training failed: {err}", path=named, hint=hint)
+    return int(result["words"])
+
+
+def _install(model_file: Path, out: Path) -> None:
+    if out.is_dir():
+        raise VectorsError("output is a directory; give a .bin file path", path=out)
+    os.replace(model_file, out)
+
+
+def train_vectors(config: VectorsTrainConfig) -> Path:
+    """Train fastText word vectors with subword n-grams on ``config.corpus``; write and return ``config.out``."""
+    t0 = time.perf_counter()
+    out = check_output_path(config.out, config.force)
+    threads = config.threads or os.cpu_count() or 1
+    with _scratch_beside(out) as scratch:
+        text, documents, size = _corpus_text(config.corpus, scratch)
+        log.info("training fastText %s (dim %d, %d epochs, min count %d, n-grams %d-%d) on %d documents, %.1f MB",
+                 config.model, config.dim, config.epochs, config.min_count, config.minn, config.maxn,
+                 documents, size / 1e6)
+        n_words = _fasttext_train(
+            text, config.corpus, scratch / "model.bin", model=config.model, dim=config.dim, epoch=config.epochs,
+            minCount=config.min_count, minn=config.minn if config.maxn else 0, maxn=config.maxn,
+            bucket=config.bucket, ws=config.window, neg=config.neg, lr=config.lr, thread=threads, seed=config.seed,
+            verbose=2 if config.show_progress else 0)
+        _install(scratch / "model.bin", out)
+    log.info("wrote %s: %d words, %.1f s", out, n_words, time.perf_counter() - t0)
+    return out
+
+
+def _backend(tokenizer: Any) -> Any:
+    """The ``tokenizers.Tokenizer`` of a transformers fast tokenizer (or the backend itself)."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if not hasattr(backend, "encode_batch"):
+        raise VectorsError(f"expected a transformers fast tokenizer or a tokenizers.Tokenizer, got "
+                           f"{type(tokenizer).__name__}")
+    return backend
+
+
+def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, dim: int = 300, epochs: int = 5,
+                        min_count: int = 5, threads: int | None = None, seed: int = 0, window: int = 5,
+                        force: bool = False, show_progress: bool = False) -> StaticVectors:
+    """fastText vectors of the target tokenizer's tokens (FOCUS's auxiliary embeddings), written to ``out``.
+
+    The corpus is tokenized (no special tokens added) and each token written as ``t<id>``; fastText is
+    trained without character n-grams. The returned vectors' words are those ``t<id>`` strings: turn
+    them into a ``[vocab_size, dim]`` matrix with :func:`token_id_vectors`. Tokens seen fewer than
+    ``min_count`` times get no vector.
+    """
+    t0 = time.perf_counter()
+    out = check_output_path(out, force)
+    backend = _backend(tokenizer)
+    names = [f"t{i}" for i in range(backend.get_vocab_size(with_added_tokens=True))]
+
+    def lines() -> Iterator[str]:
+        batch: list[str] = []
+
+        def encode() -> Iterator[str]:
+            for enc in backend.encode_batch(batch, add_special_tokens=False):
+                if enc.ids:
+                    yield " ".join(map(names.__getitem__, enc.ids))
+
+        for doc in iter_corpus(corpus):
+            batch.append(doc)
+            if len(batch) >= _ENCODE_BATCH:
+                yield from encode()
+                batch = []
+        if batch:
+            yield from encode()
+
+    with _scratch_beside(Path(out)) as scratch:
+        text = scratch / "tokens.txt"
+        documents, _ = _write_lines(lines(), text)
+        _fasttext_train(text, corpus, scratch / "model.bin", model="skipgram", dim=dim, epoch=epochs, minCount=min_count,
+                                minn=0, maxn=0, ws=window, thread=threads or os.cpu_count() or 1, seed=seed,
+                                verbose=2 if show_progress else 0)
+        _install(scratch / "model.bin", Path(out))
+    vectors = load_vectors(out)
+    log.info("token-level fastText: %d of %d tokens have a vector (%d documents, %.1f s)",
+             sum(1 for w in vectors.words if TOKEN_WORD.fullmatch(w)), len(names), documents,
+             time.perf_counter() - t0)
+    return vectors
+
+
+def token_id_vectors(vectors: StaticVectors | str | Path, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[vocab_size, dim]`` float32 vectors indexed by token id, and the ``[vocab_size]`` bool found mask.
+
+    ``vectors``: what :func:`train_token_vectors` returned, or the path of its ``.bin``. Words that are not
+    ``t<id>`` (fastText's ``</s>``) or ids ``>= vocab_size`` are ignored; a missing id is zeros and False.
+    """
+    if not isinstance(vectors, StaticVectors):
+        vectors = load_vectors(vectors)
+    rows, ids = [], []
+    for row, word in enumerate(vectors.words):
+        m = TOKEN_WORD.fullmatch(word)
+        if m is not None and int(m.group(1)) < vocab_size:
+            rows.append(row)
+            ids.append(int(m.group(1)))
+    out = np.zeros((vocab_size, vectors.dim), dtype=np.float32)
+    found = np.zeros(vocab_size, dtype=bool)
+    if rows:
+        out[ids] = vectors.matrix[rows]
+        found[ids] = True
+    return out, found
