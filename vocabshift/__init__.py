@@ -4,7 +4,12 @@ Public API (each stage is usable alone; heavy libraries are imported when a stag
 
 - :func:`train_tokenizer` / :class:`TokenizerTrainConfig` — a target tokenizer in the source's family;
 - :func:`tokenizer_stats` — fertility, bytes per token, UNK rate and coverage per Unicode script;
-- :func:`iter_corpus` / :class:`CorpusConfig` — the streaming corpus reader every stage uses.
+- :func:`iter_corpus` / :class:`CorpusConfig` — the streaming corpus reader every stage uses;
+- :func:`prune` / :func:`extend` (:mod:`vocabshift.vocabulary`) — vocabulary surgery;
+- :func:`train_vectors` / :func:`align_vectors` / :func:`load_vectors` (:mod:`vocabshift.vectors`) — static vectors;
+- :func:`init_model` / :class:`InitConfig` / :func:`list_init_methods` (:mod:`vocabshift.init`) — embedding init.
+
+The last three groups import torch and are loaded on first use.
 """
 
 from __future__ import annotations
@@ -17,12 +22,31 @@ from vocabshift.errors import VocabshiftError
 from vocabshift.tokenization.stats import tokenizer_stats
 from vocabshift.tokenization.train import train_tokenizer
 
+_LAZY = {
+    "prune": "vocabshift.vocabulary", "extend": "vocabshift.vocabulary", "PruneConfig": "vocabshift.vocabulary",
+    "ExtendConfig": "vocabshift.vocabulary",
+    "train_vectors": "vocabshift.vectors", "align_vectors": "vocabshift.vectors", "load_vectors": "vocabshift.vectors",
+    "VectorsTrainConfig": "vocabshift.vectors", "VectorsAlignConfig": "vocabshift.vectors",
+    "init_model": "vocabshift.init.apply", "InitConfig": "vocabshift.init.apply",
+    "list_init_methods": "vocabshift.init.registry",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vocabshift' has no attribute {name!r}")
+
+
 try:
     __version__ = version("vocabshift")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [
+__all__ = [  # noqa: RUF022  (eager names first, then the lazily loaded ones)
+    *sorted(_LAZY),
     "CorpusConfig",
     "CorpusSource",
     "TokenizerTrainConfig",
