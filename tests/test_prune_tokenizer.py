@@ -9,8 +9,11 @@ a rewritten sentencepiece ``.model`` agrees with the pruned ``tokenizer.json``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import string
+import subprocess
+import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -26,10 +29,15 @@ from transformers import AutoTokenizer
 from tests.conftest import udhr_lines
 from vocabshift.config import TokenizerTrainConfig
 from vocabshift.corpus import corpus_from_paths
-from vocabshift.errors import ConfigError, OutputExistsError
+from vocabshift.errors import ConfigError, OutputExistsError, TokenizerError
 from vocabshift.tokenization.prune import (
     KeepSet,
     PrunedTokenizer,
+    _bytes_compatible,
+    _label,
+    _labels,
+    _tokens,
+    _TokenScripts,
     build_keep_set,
     keep_by_frequency,
     keep_by_scripts,
@@ -39,7 +47,12 @@ from vocabshift.tokenization.prune import (
 from vocabshift.tokenization.scripts import char_script, resolve_scripts, scripts_of
 from vocabshift.tokenization.source import SourceTokenizer, TokenizerFamily, load_source_tokenizer
 from vocabshift.tokenization.surface import surface_forms
-from vocabshift.tokenization.train import train_tokenizer
+from vocabshift.tokenization.train import (
+    FULL_RELOAD_CHECK_ENV,
+    _tokenizer_config,
+    _verify_reload,
+    train_tokenizer,
+)
 
 LATIN_LANGS = ["eng", "spa", "fra", "deu", "vie", "yor", "hun", "swh", "zul", "hau_NG"]
 OTHER_LANGS = {"amh": "Ethi", "rus": "Cyrl", "arb": "Arab", "hin": "Deva", "cmn_hans": "Hani"}
@@ -338,6 +351,21 @@ def test_keep_by_frequency_counts_source_tokens(roberta_source):
     assert keep_by_frequency(source, iter(texts), 10**9) == set()
 
 
+def test_keep_by_frequency_ignores_truncation_in_tokenizer_json(roberta_source, tmp_path):
+    """A tokenizer.json that truncates (MiniLM's does, at 128) must not hide the tail of long texts."""
+    spec = json.loads((roberta_source / "tokenizer.json").read_text())
+    spec["truncation"] = {"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0}
+    directory = tmp_path / "trunc"
+    shutil.copytree(roberta_source, directory)
+    (directory / "tokenizer.json").write_text(json.dumps(spec))
+    source = load_source_tokenizer(directory)
+    text = udhr_lines("eng")[3]
+    full = load_source_tokenizer(roberta_source).backend.encode(text, add_special_tokens=False).ids
+    assert len(full) > 20
+    assert keep_by_frequency(source, iter([text]), 1) == set(full)
+    assert source.backend.truncation["max_length"] == 4  # the setting is restored afterwards
+
+
 @pytest.mark.parametrize("name", ["minilm_source", "xlmr_source", "llama2_json_source", "roberta_source"])
 def test_frequency_pruning_keeps_the_corpus_tokenization(name, request, tmp_path):
     """min_count=1 keeps every token the corpus uses (and, for BPE, what builds them): the corpus
@@ -412,3 +440,117 @@ def test_specials_are_kept_even_when_the_keep_set_lacks_them(roberta_source):
     assert report.reasons == {"special": 5, "byte": 256}
     assert [t["content"] for t in pruned.tokenizer_json["added_tokens"]] == ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     assert pruned.tokenizer_json["model"]["merges"] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# The fast paths agree with the plain definitions; the written files are checked without transformers
+
+
+def test_written_files_carry_the_source_files(case):
+    """tokenizer_config.json, without the keys of the old files; the others (special-tokens map, chat
+    template) byte for byte; the output reloads with AutoTokenizer as the same class."""
+    source = case.source
+    assert json.loads((case.out / "tokenizer_config.json").read_text()) == _tokenizer_config(source)
+    for name, data in source.files.items():
+        if name != "tokenizer_config.json":
+            assert (case.out / name).read_bytes() == data, name
+    assert type(case.hf) is type(source.hf)
+
+
+@pytest.mark.parametrize("name", [n for n, _ in CASES[:7]])
+def test_token_table_matches_surface_forms(request, name):
+    # prune's per-token table inlines surface_form's sentencepiece case: the two must agree
+    source = load_source_tokenizer(request.getfixturevalue(name))
+    forms = surface_forms(source.hf)
+    tokens = _tokens(source)
+    assert _tokens(source) is tokens  # computed once per source
+    assert len(tokens) == len(forms) == source.vocab_size
+    for i, tok in tokens.items():
+        if not tok.added:
+            assert tok.surface == forms[i], (i, tok)
+    labels = _labels(source)
+    assert labels == {i: _label(t) for i, t in tokens.items()}
+
+
+def test_keep_by_scripts_and_labels_match_their_definitions(multilingual_source):
+    source = load_source_tokenizer(multilingual_source)
+    tokens = _tokens(source)
+    for scripts in ("Latn", "Latn,Cyrl", "Ethi,Arab", "Hani"):
+        keep = resolve_scripts(scripts)
+        expected = {i for i, t in tokens.items() if not t.added and (
+            _bytes_compatible(t.raw, keep) if source.family is TokenizerFamily.BYTE_LEVEL_BPE and t.raw is not None
+            else scripts_of(t.text) <= keep)}
+        assert keep_by_scripts(source, scripts) == expected
+    assert _labels(source) == {i: _label(t) for i, t in tokens.items()}
+
+
+@given(texts=st.lists(st.text(alphabet=st.sampled_from("aé1 ,ßбжሰላ中\u0301\u200d\ud800▁Ωα"), max_size=6), max_size=12),
+       keep=st.sets(st.sampled_from(["Latn", "Cyrl", "Ethi", "Hani", "Grek"])))
+@settings(max_examples=200, deadline=None)
+def test_vectorized_scripts_match_scripts_of(texts, keep):
+    scripts = _TokenScripts.of(texts)
+    assert scripts.within(frozenset(keep)) == [scripts_of(t) <= keep for t in texts]
+    lo, hi = scripts.spans()
+    for text, a, b in zip(texts, lo, hi, strict=True):
+        found = scripts_of(text)
+        assert (a == len(scripts.codes)) == (not found)
+        assert (a == b) == (len(found) == 1)
+        if found:
+            assert {scripts.codes[a], scripts.codes[b]} <= found
+    rows = [len(t) % 2 == 0 for t in texts]
+    assert scripts.scripts(rows) == frozenset().union(*[scripts_of(t) for t, r in zip(texts, rows, strict=True) if r])
+
+
+def test_pruning_a_tokenizer_directory_does_not_import_torch(xlmr_source, tmp_path):
+    code = (
+        "import sys\n"
+        "from vocabshift.tokenization.prune import build_keep_set, prune_tokenizer, write_pruned_tokenizer\n"
+        "from vocabshift.tokenization.source import load_source_tokenizer\n"
+        f"source = load_source_tokenizer({str(xlmr_source)!r})\n"
+        "pruned = prune_tokenizer(source, build_keep_set(source, 'Latn'))\n"
+        f"write_pruned_tokenizer(pruned, source, {str(tmp_path / 'out')!r})\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "assert not leaked, leaked[:5]\n"
+        "print(len(pruned.id_map))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != FULL_RELOAD_CHECK_ENV}
+    proc = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    # the lean check passed; the output reloads with AutoTokenizer all the same
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "out")) == int(proc.stdout.split()[-1])
+
+
+def test_reload_check_catches_what_autotokenizer_would(roberta_source, tmp_path, monkeypatch):
+    source = load_source_tokenizer(roberta_source)
+    pruned = prune_tokenizer(source, keep_by_scripts(source, "Latn"))
+    out = tmp_path / "out"
+    write_pruned_tokenizer(pruned, source, out)
+    assert _verify_reload(out, pruned.tokenizer_json, ["Hello world"], full=False) == len(pruned.id_map)
+    assert _verify_reload(out, pruned.tokenizer_json, ["Hello world"], full=True) == len(pruned.id_map)
+    # a config naming a special token the vocabulary lacks: AutoTokenizer would give it a new id
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "mask_token": "<missing>"}))
+    with pytest.raises(TokenizerError, match="names special tokens the tokenizer lacks: '<missing>'"):
+        _verify_reload(out, pruned.tokenizer_json, [], full=False)
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    # tokenizer.json on disk is not the tokenizer built
+    other = prune_tokenizer(source, set())
+    other.backend.save(str(out / "tokenizer.json"))
+    with pytest.raises(TokenizerError, match="differs from the tokenizer built"):
+        _verify_reload(out, pruned.tokenizer_json, [], full=False)
+    with pytest.raises(TokenizerError, match="vocabulary or ids differ"):
+        _verify_reload(out, pruned.tokenizer_json, [], backend=other.backend, full=False)
+    # the AutoTokenizer reload runs when asked for, by argument or environment (and is cheap here)
+    write_pruned_tokenizer(pruned, source, out, force=True)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no")
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", broken)
+    _verify_reload(out, pruned.tokenizer_json, [], full=False)
+    monkeypatch.setenv(FULL_RELOAD_CHECK_ENV, "0")
+    _verify_reload(out, pruned.tokenizer_json, [])
+    for setting in ("1", ""):  # "": auto, and transformers is loaded in this process, the tokenizer small
+        monkeypatch.setenv(FULL_RELOAD_CHECK_ENV, setting)
+        with pytest.raises(TokenizerError, match="does not reload with AutoTokenizer"):
+            _verify_reload(out, pruned.tokenizer_json, [])

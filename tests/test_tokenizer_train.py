@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -266,3 +270,92 @@ def test_missing_source(tmp_path, multilingual_corpus):
         train_tokenizer(TokenizerTrainConfig(source=str(tmp_path / "nope"), corpus=corpus_from_paths([multilingual_corpus]),
                                              vocab_size=1000, out=str(tmp_path / "o"), show_progress=False))
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading sources: tokenizer.json as it is, without transformers (or torch)
+
+READ_SOURCES = ["minilm_source", "smollm2_source", "roberta_source", "xlmr_source", "llama2_source",
+                "unigram_json_source", "llama2_json_source"]
+
+
+@pytest.mark.parametrize("name", READ_SOURCES)
+def test_source_read_from_tokenizer_json_agrees_with_autotokenizer(request, name):
+    path = Path(request.getfixturevalue(name))
+    source = load_source_tokenizer(path)
+    assert source.tokenizer_file == path / "tokenizer.json" and source._hf is None  # no transformers involved
+    hf = AutoTokenizer.from_pretrained(path)
+    hf_json = json.loads(hf.backend_tokenizer.to_str())
+    # the very JSON transformers' backend holds; an old file may leave out defaults (MiniLM's truncation
+    # has no "direction"), which the Rust tokenizer fills in alike
+    assert {k: v for k, v in source.backend_json.items() if k != "truncation"} == {
+        k: v for k, v in hf_json.items() if k != "truncation"}
+    assert source.backend.truncation == hf.backend_tokenizer.truncation
+    assert source.vocab_size == len(hf) == len(source.token_to_id)
+    assert source.backend.get_vocab(with_added_tokens=True) == hf.get_vocab() == source.token_to_id
+    # the files the writers carry over are the directory's own, byte for byte
+    assert set(source.files) == {n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                                             "chat_template.json") if (path / n).is_file()}
+    for name_, data in source.files.items():
+        assert data == (path / name_).read_bytes()
+    assert type(source.hf) is type(hf)  # the transformers tokenizer still loads on first use
+
+
+def test_reading_a_tokenizer_directory_does_not_import_torch(xlmr_source, roberta_source, tmp_path):
+    code = (
+        "import sys\n"
+        "from vocabshift.tokenization.source import load_source_tokenizer\n"
+        f"s = load_source_tokenizer({str(xlmr_source)!r})\n"
+        "assert s.vocab_size == 902 and s.family.value == 'sentencepiece_unigram' and s.sentencepiece_model\n"
+        f"s = load_source_tokenizer({str(roberta_source)!r})\n"
+        "assert s.vocab_size == 700 and ''.join(s.backend.encode('Hello world', add_special_tokens=False).tokens) == 'HelloĠworld'\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "assert not leaked, leaked[:5]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_training_from_a_tokenizer_directory_does_not_import_torch(roberta_source, tmp_path):
+    # the tokenizers trainers, the lean reload check: issue 3's overhead over the raw trainer was torch's import
+    corpus = tmp_path / "spa.txt"
+    corpus.write_text("\n".join(udhr_lines("spa")) + "\n", encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from vocabshift.config import TokenizerTrainConfig\n"
+        "from vocabshift.corpus import corpus_from_paths\n"
+        "from vocabshift.tokenization.train import train_tokenizer\n"
+        f"r = train_tokenizer(TokenizerTrainConfig(source={str(roberta_source)!r}, corpus=corpus_from_paths({str(corpus)!r}),"
+        f" vocab_size=600, out={str(tmp_path / 'out')!r}, show_progress=False))\n"
+        "assert r.trainer == 'tokenizers' and r.vocab_size == 600\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "assert not leaked, leaked[:5]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VOCABSHIFT_FULL_RELOAD_CHECK"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "out")) == 600
+
+
+@pytest.mark.parametrize("key, value", [("extra_special_tokens", ["<extra>"]), ("mask_token", "<newmask>")])
+def test_special_token_missing_from_tokenizer_json_goes_through_transformers(roberta_source, tmp_path, key, value):
+    # AutoTokenizer appends a special token that the config names and tokenizer.json lacks: a new id
+    # that tokenizer.json alone would not have, so such a directory is read the way transformers reads it
+    src = tmp_path / "tok"
+    shutil.copytree(roberta_source, src)
+    config = json.loads((src / "tokenizer_config.json").read_text())
+    config[key] = value
+    (src / "tokenizer_config.json").write_text(json.dumps(config))
+    source = load_source_tokenizer(src)
+    token = value[0] if isinstance(value, list) else value
+    assert source.tokenizer_file is None and source.vocab_size == len(AutoTokenizer.from_pretrained(src)) == 701
+    assert source.token_to_id[token] == 700 and source.special_tokens[-1]["content"] == token
+
+
+def test_broken_tokenizer_json_is_named(roberta_source, tmp_path):
+    src = tmp_path / "tok"
+    shutil.copytree(roberta_source, src)
+    (src / "tokenizer.json").write_text("{not json")
+    with pytest.raises(TokenizerError, match="cannot load a tokenizer from it \\(tokenizer.json"):
+        load_source_tokenizer(src)
+    (src / "tokenizer.json").write_text(json.dumps({"version": "1.0"}))
+    with pytest.raises(TokenizerError, match="tokenizer.json has no model"):
+        load_source_tokenizer(src)

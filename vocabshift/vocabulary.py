@@ -139,15 +139,19 @@ def prune(config: PruneConfig) -> VocabularyResult:
     keep = build_keep_set(source, keep_scripts=config.keep_scripts, texts=texts, min_count=config.min_count)
     pruned = prune_tokenizer(source, keep)
     report: dict[str, Any] = {"stage": "prune", "source": str(config.model), "config": config.to_dict(),
-                              "source_vocab_size": len(source.hf), "vocab_size": len(pruned.id_map),
+                              "source_vocab_size": source.vocab_size, "vocab_size": len(pruned.id_map),
                               "tokens": pruned.report.as_dict()}
+    id_map = pruned.id_map
     with atomic_output_dir(out, force=config.force) as tmp:
         write_pruned_tokenizer(pruned, source, tmp)
-        _apply_to_model(config.model, pruned.id_map, config.pad_to_multiple_of, tmp, report, config.in_memory)
-        _write_id_map(tmp, config.model, pruned.id_map)
+        # The tokenizers (hundreds of MB for a 250k vocabulary) are not needed for the weights: free
+        # them before the model step, which holds the peak memory.
+        del source, keep, pruned
+        _apply_to_model(config.model, id_map, config.pad_to_multiple_of, tmp, report, config.in_memory)
+        _write_id_map(tmp, config.model, id_map)
         (tmp / "prune_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     log.info("pruned %s: %d -> %d tokens -> %s", config.model, report["source_vocab_size"], report["vocab_size"], out)
-    return VocabularyResult(out=out, id_map=pruned.id_map, report=report)
+    return VocabularyResult(out=out, id_map=id_map, report=report)
 
 
 def extend(config: ExtendConfig) -> VocabularyResult:
@@ -160,7 +164,7 @@ def extend(config: ExtendConfig) -> VocabularyResult:
     protect = list(iter_corpus(config.protect_corpus)) if config.protect_corpus is not None else None
     ext = extend_tokenizer(source, target, max_new=config.max_new, protect=protect)
     report: dict[str, Any] = {"stage": "extend", "source": str(config.model), "config": config.to_dict(),
-                              "source_vocab_size": len(source.hf), "vocab_size": len(ext.id_map),
+                              "source_vocab_size": source.vocab_size, "vocab_size": len(ext.id_map),
                               "tokens": ext.report}
     with atomic_output_dir(out, force=config.force) as tmp:
         write_extended_tokenizer(ext, source, tmp)

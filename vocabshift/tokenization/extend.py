@@ -596,7 +596,7 @@ def _extend_sentencepiece_model(source: SourceTokenizer, tokenizer_json: dict[st
     info.update(_compare_with_class(source, sp_bytes, tokenizer_json))
     if not info["agrees_with_tokenizer_json"]:
         log.warning("%s: %s loaded from the .model alone differs from tokenizer.json (%s); tokenizer.json is "
-                    "authoritative", source.sentencepiece_model.name, source.hf.__class__.__name__,
+                    "authoritative", source.sentencepiece_model.name, source.tokenizer_config.get("tokenizer_class", "the tokenizer class"),
                     "; ".join(info["differences"]))
     return sp_bytes, info
 

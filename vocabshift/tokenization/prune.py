@@ -60,6 +60,7 @@ too, and ``transformers`` reads the pruned ``.model`` into the same ids as the p
 
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 import json
@@ -68,14 +69,21 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from vocabshift.errors import ConfigError, TokenizerError
 from vocabshift.outputs import empty_output_dir
-from vocabshift.tokenization.scripts import NEUTRAL_SCRIPTS, char_script, resolve_scripts, scripts_of
+from vocabshift.tokenization.scripts import (
+    NEUTRAL_SCRIPTS,
+    _script_table,
+    char_script,
+    resolve_scripts,
+    scripts_of,
+)
 from vocabshift.tokenization.source import SourceTokenizer, TokenizerFamily
-from vocabshift.tokenization.surface import Surface, surface_form
+from vocabshift.tokenization.surface import _BYTE_PIECE, Surface, surface_form
 from vocabshift.tokenization.train import _remap_post_processor, _token_to_id, _verify_reload, _write_output
 
 log = logging.getLogger(__name__)
@@ -136,56 +144,157 @@ class PrunedTokenizer:
     id_map: list[int]  # new id -> source id; increasing, no -1
     report: KeepReport
     reasons: list[str] = field(default_factory=list)  # new id -> why it was kept (see REASONS)
+    # the tokenizers.Tokenizer of tokenizer_json, built once by prune_tokenizer (None: built when written)
+    backend: Any = field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------------------------------
 # The source vocabulary, token by token
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):
+    """One vocabulary entry with its surface form (the fields of :class:`Surface`, flat: one object per token)."""
+
     id: int
     content: str
     added: bool  # an added token (special or not): always kept
-    surface: Surface
     base: bool  # a base symbol: one byte (byte-level BPE), one character, or a <0xNN> piece
+    text: str  # Surface.text: the decoded text without the word-boundary marker
+    initial: bool  # Surface.word_initial
+    kind: str  # Surface.kind: "normal", "special", "byte" or "partial"
+    raw: bytes | None  # Surface.raw
+
+    @property
+    def surface(self) -> Surface:
+        return Surface(self.text, self.initial, self.kind, self.raw)
 
 
 def _tokens(source: SourceTokenizer) -> dict[int, _Token]:
+    """Every token of ``source`` by id, in vocabulary order; computed once per source (``source.cache``)."""
+    cached = source.cache.get("prune.tokens")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
     spec = source.backend_json
     model = spec["model"]
     family = source.family
+    wordpiece = family is TokenizerFamily.WORDPIECE
+    sentencepiece = family.is_sentencepiece
     prefix = model.get("continuing_subword_prefix") or ""
     suffix = model.get("end_of_word_suffix") or ""
     added = {t["id"]: t for t in spec.get("added_tokens", [])}
     out: dict[int, _Token] = {}
-    for content, i in _token_to_id(spec).items():
+    for content, i in source.token_to_id.items():
         if i in added:
-            out[i] = _Token(i, content, True, Surface(content, False, "special"), False)
+            out[i] = _Token(i, content, True, False, content, False, "special", None)
             continue
-        if family is TokenizerFamily.WORDPIECE:
-            surface = surface_form(content, family, continuing_prefix=prefix or "##")
-            base = len(surface.text) == 1
+        if wordpiece:
+            s = surface_form(content, family, continuing_prefix=prefix or "##")
+            out[i] = _Token(i, content, False, len(s.text) == 1, s.text, s.word_initial, s.kind, s.raw)
+            continue
+        # BPE affixes (CLIP-style "</w>", "##" continuations) are markers, not text
+        body = content
+        if prefix and body.startswith(prefix) and len(body) > len(prefix):
+            body = body[len(prefix):]
+        if suffix and body.endswith(suffix) and len(body) > len(suffix):
+            body = body[: -len(suffix)]
+        if sentencepiece:
+            # surface_form's sentencepiece case, inlined: this loop runs once per token (250k for XLM-R)
+            m = _BYTE_PIECE.match(body) if body.startswith("<0x") else None
+            if m is not None:
+                out[i] = _Token(i, content, False, True, "", False, "byte", bytes([int(m.group(1), 16)]))
+            else:
+                initial = body.startswith("▁")
+                text = (body[1:] if initial else body).replace("▁", " ")
+                out[i] = _Token(i, content, False, len(body) == 1, text, initial, "normal", None)
         else:
-            # BPE affixes (CLIP-style "</w>", "##" continuations) are markers, not text
-            body = content
-            if prefix and body.startswith(prefix) and len(body) > len(prefix):
-                body = body[len(prefix):]
-            if suffix and body.endswith(suffix) and len(body) > len(suffix):
-                body = body[: -len(suffix)]
-            surface = surface_form(body, family)
-            base = len(body) == 1 or surface.kind == "byte"
-        out[i] = _Token(i, content, False, surface, base)
+            s = surface_form(body, family)
+            out[i] = _Token(i, content, False, len(body) == 1 or s.kind == "byte", s.text, s.word_initial, s.kind,
+                            s.raw)
+    source.cache["prune.tokens"] = out
     return out
 
 
+class _TokenScripts(NamedTuple):
+    """The script of every character of every token's surface text, as arrays (rows in token order)."""
+
+    char_codes: Any  # np.ndarray[int16]: the position in ``codes`` of each character's script, row after row
+    starts: Any  # np.ndarray[int64]: the characters of row r are char_codes[starts[r]:starts[r + 1]]
+    codes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, texts: list[str]) -> _TokenScripts:
+        """The scripts of the characters of ``texts`` (one row per text)."""
+        import numpy as np
+
+        table, codes = _script_table()
+        starts = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=starts[1:])
+        points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        return cls(np.frombuffer(table, dtype=np.uint8)[points].astype(np.int16), starts, codes)
+
+    def within(self, keep: frozenset[str]) -> list[bool]:
+        """Per row: ``scripts_of(text) <= keep`` (every character of a kept or a neutral script)."""
+        import numpy as np
+
+        allowed = np.array([c in keep or c in NEUTRAL_SCRIPTS for c in self.codes], dtype=bool)
+        outside = np.zeros(len(self.char_codes) + 1, dtype=np.int64)
+        np.cumsum(~allowed[self.char_codes], out=outside[1:])  # characters outside keep, cumulated
+        return (outside[self.starts[1:]] == outside[self.starts[:-1]]).tolist()  # type: ignore[no-any-return]
+
+    def spans(self) -> tuple[list[int], list[int]]:
+        """Per row: the lowest and highest position in ``codes`` of a non-neutral script of its text
+        (``len(codes)`` and -1 when the text is script-neutral); equal when it has one script."""
+        import numpy as np
+
+        n = len(self.codes)
+        neutral = np.array([c in NEUTRAL_SCRIPTS for c in self.codes], dtype=bool)[self.char_codes]
+        lo = np.full(len(self.starts) - 1, n, dtype=np.int64)
+        hi = np.full(len(self.starts) - 1, -1, dtype=np.int64)
+        nonempty = self.starts[1:] > self.starts[:-1]
+        if nonempty.any():
+            # with empty texts left out, the starts of the others cut ``char_codes`` into exactly their characters
+            at = self.starts[:-1][nonempty]
+            lo[nonempty] = np.minimum.reduceat(np.where(neutral, n, self.char_codes), at)
+            hi[nonempty] = np.maximum.reduceat(np.where(neutral, -1, self.char_codes), at)
+        return lo.tolist(), hi.tolist()
+
+    def scripts(self, rows: Any) -> frozenset[str]:
+        """The non-neutral scripts of the characters of the rows where ``rows`` (booleans) is true."""
+        import numpy as np
+
+        chars = np.repeat(np.asarray(rows, dtype=bool), np.diff(self.starts))
+        return frozenset(self.codes[k] for k in np.unique(self.char_codes[chars]).tolist()) - NEUTRAL_SCRIPTS
+
+
+def _token_scripts(source: SourceTokenizer) -> _TokenScripts:
+    """The :class:`_TokenScripts` of the surface texts of :func:`_tokens`, computed once per source."""
+    cached = source.cache.get("prune.scripts")
+    if cached is None:
+        cached = source.cache["prune.scripts"] = _TokenScripts.of([t.text for t in _tokens(source).values()])
+    return cached  # type: ignore[no-any-return]
+
+
 def _label(tok: _Token) -> str:
+    """The script label of a token in the report (see :class:`KeepReport`)."""
     if tok.added:
         return "special"
-    if tok.surface.kind in ("byte", "partial"):  # a lone byte; a byte-level token cut inside a character
-        return tok.surface.kind
-    scripts = scripts_of(tok.surface.text)
+    if tok.kind in ("byte", "partial"):  # a lone byte; a byte-level token cut inside a character
+        return tok.kind
+    scripts = scripts_of(tok.text)
     return "+".join(sorted(scripts)) if scripts else "neutral"
+
+
+def _labels(source: SourceTokenizer) -> dict[int, str]:
+    """:func:`_label` of every token, by id (script labels computed in one vectorized pass)."""
+    codes = _token_scripts(source).codes
+    lo, hi = _token_scripts(source).spans()
+    out: dict[int, str] = {}
+    for (i, tok), a, b in zip(_tokens(source).items(), lo, hi, strict=True):
+        if tok.added or tok.kind in ("byte", "partial") or (a != b and a < len(codes)):
+            out[i] = _label(tok)  # special, byte, partial, or a text of several scripts
+        else:
+            out[i] = "neutral" if a == len(codes) else codes[a]
+    return out
 
 
 @lru_cache(maxsize=4096)
@@ -238,12 +347,6 @@ def _bytes_compatible(raw: bytes, keep: frozenset[str]) -> bool:
     return bool(possible & (keep | NEUTRAL_SCRIPTS))
 
 
-def _compatible(tok: _Token, family: TokenizerFamily, keep: frozenset[str]) -> bool:
-    if family is TokenizerFamily.BYTE_LEVEL_BPE and tok.surface.raw is not None:
-        return _bytes_compatible(tok.surface.raw, keep)
-    return scripts_of(tok.surface.text) <= keep
-
-
 # --------------------------------------------------------------------------------------------------
 # Keep sets
 
@@ -256,7 +359,15 @@ def keep_by_scripts(source: SourceTokenizer, keep_scripts: Iterable[str] | str) 
     Added/special tokens are not judged by script: :func:`prune_tokenizer` keeps all of them.
     """
     keep = resolve_scripts(keep_scripts)
-    ids = [t.id for t in _tokens(source).values() if not t.added and _compatible(t, source.family, keep)]
+    byte_level = source.family is TokenizerFamily.BYTE_LEVEL_BPE
+    ids = []
+    for t, within in zip(_tokens(source).values(), _token_scripts(source).within(keep), strict=True):
+        if t.added:
+            continue
+        if byte_level and t.raw is not None:  # judged by its bytes, which may end inside a character
+            within = _bytes_compatible(t.raw, keep)
+        if within:
+            ids.append(t.id)
     return KeepSet(ids, "script")
 
 
@@ -267,21 +378,32 @@ def keep_by_frequency(source: SourceTokenizer, texts: Iterable[str], min_count: 
 
     if min_count < 1:
         raise ConfigError(f"min_count must be at least 1, got {min_count}")
-    backend = source.hf.backend_tokenizer
+    backend = source.backend
     size = backend.get_vocab_size(with_added_tokens=True)
     counts = np.zeros(size, dtype=np.int64)
     n_texts = 0
     batch: list[str] = []
-    for text in itertools.chain(texts, [None]):  # None flushes the last batch
-        if text is not None:
-            n_texts += 1
-            batch.append(text)
-        if batch and (text is None or len(batch) >= batch_size):
-            # one Rust call per batch (parallel); one bincount per batch
-            encodings = backend.encode_batch(batch, add_special_tokens=False)
-            ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int64)
-            counts += np.bincount(ids, minlength=size)[:size]
-            batch = []
+    # A tokenizer.json may carry truncation/padding (MiniLM's truncates at 128): counting must see every
+    # token of every text, so switch both off for the count and restore them after.
+    truncation, padding = backend.truncation, backend.padding
+    backend.no_truncation()
+    backend.no_padding()
+    try:
+        for text in itertools.chain(texts, [None]):  # None flushes the last batch
+            if text is not None:
+                n_texts += 1
+                batch.append(text)
+            if batch and (text is None or len(batch) >= batch_size):
+                # one Rust call per batch (parallel); one bincount per batch
+                encodings = backend.encode_batch(batch, add_special_tokens=False)
+                ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int64)
+                counts += np.bincount(ids, minlength=size)[:size]
+                batch = []
+    finally:
+        if truncation is not None:
+            backend.enable_truncation(**truncation)
+        if padding is not None:
+            backend.enable_padding(**{k: v for k, v in padding.items() if k != "length" or v is not None})
     if n_texts == 0:
         raise ConfigError("the corpus for frequency pruning gave no text", hint="check the corpus paths")
     return KeepSet(np.flatnonzero(counts >= min_count).tolist(), "frequency")
@@ -314,43 +436,39 @@ def _always_kept(tokens: Mapping[int, _Token], source: SourceTokenizer) -> list[
     """Added tokens, the unk token and the byte alphabet, with their reasons."""
     model = source.backend_json["model"]
     out = [(t.id, "special") for t in tokens.values() if t.added]
-    unk_id = model.get("unk_id") if model["type"] == "Unigram" else _token_to_id(source.backend_json).get(
-        model.get("unk_token") or "")
+    unk_id = model.get("unk_id") if model["type"] == "Unigram" else source.token_to_id.get(model.get("unk_token") or "")
     if unk_id is not None:
         out.append((unk_id, "unk"))
     for t in tokens.values():
         if t.added:
             continue
         if source.family is TokenizerFamily.BYTE_LEVEL_BPE:
-            if t.base and t.surface.raw is not None and len(t.surface.raw) == 1:
+            if t.base and t.raw is not None and len(t.raw) == 1:
                 out.append((t.id, "byte"))
-        elif t.surface.kind == "byte":
+        elif t.kind == "byte":
             out.append((t.id, "byte"))
     return out
 
 
-def _coverage_characters(tokens: Mapping[int, _Token], family: TokenizerFamily, keep: Iterable[int]) -> list[int]:
+def _coverage_characters(source: SourceTokenizer, keep: set[int]) -> list[int]:
     """Single-character tokens of the scripts of the kept tokens, Common and Inherited included.
 
     WordPiece needs both ``c`` and ``##c``; sentencepiece needs ``c`` and the bare ``▁``. Byte-level
     BPE needs none: its 256 byte tokens cover everything.
     """
-    scripts: set[str] = set()
-    for i in keep:
-        t = tokens[i]
-        if not t.added and t.surface.kind == "normal":
-            scripts |= scripts_of(t.surface.text)
-    frozen = frozenset(scripts)
+    tokens = _tokens(source)
+    family = source.family
+    frozen = _token_scripts(source).scripts([i in keep and not t.added and t.kind == "normal" for i, t in tokens.items()])
+    wordpiece = family is TokenizerFamily.WORDPIECE
     out = []
     for t in tokens.values():
-        if t.added or t.surface.kind != "normal":
+        if t.added or t.kind != "normal":
             continue
-        s = t.surface
-        if family is TokenizerFamily.WORDPIECE:
-            single = len(s.text) == 1
+        if wordpiece:
+            single = len(t.text) == 1
         else:
-            single = (len(s.text) == 1 and not s.word_initial) or (s.text == "" and s.word_initial)
-        if single and scripts_of(s.text) <= frozen:
+            single = (len(t.text) == 1 and not t.initial) or (t.text == "" and t.initial)
+        if single and scripts_of(t.text) <= frozen:
             out.append(t.id)
     return out
 
@@ -373,15 +491,15 @@ def _lowest_score_ids(source: SourceTokenizer, proto: Any | None) -> list[int]:
     pieces. Keeping the piece that holds each minimum keeps both exactly, and with them the scores
     Viterbi compares on text with characters the vocabulary lacks.
     """
-    vocab = source.backend_json["model"]["vocab"]
-    out = [min(range(len(vocab)), key=lambda i: vocab[i][1])] if vocab else []
+    scores = [score for _piece, score in source.backend_json["model"]["vocab"]]
+    out = [scores.index(min(scores))] if scores else []  # the first lowest, as min() picks it
     if proto is not None:
         from sentencepiece import sentencepiece_model_pb2 as pb
 
-        normal = [p for p in proto.pieces if p.type == pb.ModelProto.SentencePiece.NORMAL]
-        if normal:
-            lowest = min(normal, key=lambda p: p.score)
-            i = _token_to_id(source.backend_json).get(lowest.piece)
+        normal = pb.ModelProto.SentencePiece.NORMAL
+        lowest = min((p for p in proto.pieces if p.type == normal), key=attrgetter("score"), default=None)
+        if lowest is not None:
+            i = source.token_to_id.get(lowest.piece)
             if i is not None:
                 out.append(i)
     return out
@@ -513,7 +631,7 @@ def prune_tokenizer(source: SourceTokenizer, keep: set[int], *, keep_characters:
     for i in sorted(keep):
         reasons.setdefault(i, given.get(i, "requested"))
     if keep_characters and family is not TokenizerFamily.BYTE_LEVEL_BPE:
-        for i in _coverage_characters(tokens, family, keep):
+        for i in _coverage_characters(source, keep):
             reasons.setdefault(i, "character")
     proto = _load_proto(source.sentencepiece_model) if source.sentencepiece_model is not None else None
     if model["type"] == "Unigram":
@@ -526,10 +644,10 @@ def prune_tokenizer(source: SourceTokenizer, keep: set[int], *, keep_characters:
 
     kept = sorted(reasons)
     new_id = {old: new for new, old in enumerate(kept)}
-    tokenizer_json = _pruned_json(spec, new_id, merges)
-    sp_bytes = _pruned_sentencepiece(proto, _token_to_id(spec), new_id) if proto is not None else None
+    tokenizer_json, backend = _pruned_json(spec, new_id, merges)
+    sp_bytes = _pruned_sentencepiece(proto, source.token_to_id, new_id) if proto is not None else None
 
-    labels = {i: _label(t) for i, t in tokens.items()}
+    labels = _labels(source)
     count = Counter(reasons.values())
     report = KeepReport(
         family=family.value, source_size=len(tokens), kept=len(kept), removed=len(tokens) - len(kept),
@@ -547,11 +665,12 @@ def prune_tokenizer(source: SourceTokenizer, keep: set[int], *, keep_characters:
              ", ".join(f"{k} {v}" for k, v in report.reasons.items()),
              ", ".join(f"{k} {v}" for k, v in list(report.removed_by_script.items())[:8]) or "none")
     return PrunedTokenizer(tokenizer_json=tokenizer_json, sentencepiece_model=sp_bytes, id_map=kept, report=report,
-                           reasons=[reasons[i] for i in kept])
+                           reasons=[reasons[i] for i in kept], backend=backend)
 
 
 def _pruned_json(spec: Mapping[str, Any], new_id: Mapping[int, int],
-                 merges: list[tuple[int | None, int | None, int | None]] | None) -> dict[str, Any]:
+                 merges: list[tuple[int | None, int | None, int | None]] | None) -> tuple[dict[str, Any], Any]:
+    """The pruned ``tokenizer.json`` and its ``tokenizers.Tokenizer`` (built once, which checks it)."""
     from tokenizers import Tokenizer
 
     model = spec["model"]
@@ -578,12 +697,13 @@ def _pruned_json(spec: Mapping[str, Any], new_id: Mapping[int, int],
     if isinstance(padding, dict) and padding.get("pad_token") in ids:
         padding["pad_id"] = ids[padding["pad_token"]]
     try:
-        size = Tokenizer.from_str(json.dumps(out)).get_vocab_size(with_added_tokens=True)
+        backend = Tokenizer.from_str(json.dumps(out))
     except Exception as err:  # the Rust side names the inconsistency
         raise TokenizerError(f"the pruned tokenizer does not load: {err}") from err
+    size = backend.get_vocab_size(with_added_tokens=True)
     if size != len(new_id):
         raise TokenizerError(f"the pruned tokenizer has {size} tokens, expected {len(new_id)}")
-    return out
+    return out, backend
 
 
 def _pruned_sentencepiece(proto: Any, hf_ids: Mapping[str, int], new_id: Mapping[int, int]) -> bytes:
@@ -596,11 +716,10 @@ def _pruned_sentencepiece(proto: Any, hf_ids: Mapping[str, int], new_id: Mapping
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     kinds = pb.ModelProto.SentencePiece
-    new = pb.ModelProto()
-    new.CopyFrom(proto)
-    del new.pieces[:]
+    pieces = list(proto.pieces)
+    kept: list[int] = []  # positions of the kept pieces in the source .model, increasing
     unmatched = 0
-    for piece in proto.pieces:
+    for k, piece in enumerate(pieces):
         i = hf_ids.get(piece.piece)
         if i is None:
             unmatched += piece.type == kinds.NORMAL
@@ -608,15 +727,20 @@ def _pruned_sentencepiece(proto: Any, hf_ids: Mapping[str, int], new_id: Mapping
                 continue
         elif i not in new_id:
             continue
-        new.pieces.append(piece)
+        kept.append(k)
     if unmatched:
         log.warning("%d normal pieces of the sentencepiece model are not in tokenizer.json; dropped", unmatched)
-    position = {p.piece: k for k, p in enumerate(new.pieces)}
+    new = pb.ModelProto()
+    new.CopyFrom(proto)
+    del new.pieces[:]
+    new.pieces.extend(pieces[k] for k in kept)
     spec = new.trainer_spec
     for name in ("unk", "bos", "eos", "pad"):
         old = getattr(spec, f"{name}_id")
-        if 0 <= old < len(proto.pieces):
-            setattr(spec, f"{name}_id", position.get(proto.pieces[old].piece, -1))
+        if 0 <= old < len(pieces):
+            # its position among the kept pieces (pieces are unique strings), or -1 when it went
+            j = bisect.bisect_left(kept, old)
+            setattr(spec, f"{name}_id", j if j < len(kept) and kept[j] == old else -1)
     spec.vocab_size = len(new.pieces)
     return new.SerializeToString()
 
@@ -633,11 +757,13 @@ def write_pruned_tokenizer(pruned: PrunedTokenizer, source: SourceTokenizer, out
 
     ``out_dir`` may be missing or an empty directory (a stage's temporary output directory, which
     the stage renames into place atomically); a directory with files in it is refused unless
-    ``force``. The written directory is reloaded with ``AutoTokenizer`` as a check.
+    ``force``. The written files are checked against the tokenizer built (vocabulary, ids, added and
+    named special tokens), and reloaded with ``AutoTokenizer`` too when that is cheap or asked for
+    (see :func:`~vocabshift.tokenization.train._verify_reload`).
     """
     out = empty_output_dir(out_dir, force)
-    _write_output(out, source, pruned.tokenizer_json, pruned.sentencepiece_model)
-    _verify_reload(out, pruned.tokenizer_json, probe=[])
+    backend = _write_output(out, source, pruned.tokenizer_json, pruned.sentencepiece_model, backend=pruned.backend)
+    _verify_reload(out, pruned.tokenizer_json, probe=[], backend=backend)
     log.info("wrote pruned tokenizer (%d tokens) -> %s", len(pruned.id_map), out)
 
 

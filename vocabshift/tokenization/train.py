@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -30,7 +31,13 @@ from vocabshift.config import TokenizerTrainConfig
 from vocabshift.corpus import CorpusConfig, iter_corpus, plain_text_files
 from vocabshift.errors import ConfigError, TokenizerError
 from vocabshift.outputs import atomic_output_dir, check_output_path
-from vocabshift.tokenization.source import SourceTokenizer, TokenizerFamily, load_source_tokenizer
+from vocabshift.tokenization.source import (
+    SourceTokenizer,
+    TokenizerFamily,
+    load_source_tokenizer,
+    named_special_tokens,
+    token_to_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,10 @@ BYTE_FALLBACK_PIECES = [f"<0x{b:02X}>" for b in range(256)]
 _CONFIG_KEYS_TO_DROP = ("added_tokens_decoder", "name_or_path", "is_local", "local_files_only",
                         "tokenizer_file", "vocab_file", "merges_file", "auto_map")
 _SOURCE_VOCAB_FILES = {"tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt"}
+# The written tokenizer is reloaded with AutoTokenizer as a check when this is "1" (always) or "0" (never);
+# unset: when that is cheap, i.e. transformers is imported already and the tokenizer is small.
+FULL_RELOAD_CHECK_ENV = "VOCABSHIFT_FULL_RELOAD_CHECK"
+FULL_RELOAD_CHECK_MAX_TOKENS = 65_536
 _SPM_BUILTIN_RULES = {"nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity"}
 
 
@@ -108,14 +119,7 @@ class _CountingTexts:
 
 
 def _token_to_id(tokenizer_json: dict[str, Any]) -> dict[str, int]:
-    model = tokenizer_json["model"]
-    if model["type"] == "Unigram":
-        vocab = {piece: i for i, (piece, _score) in enumerate(model["vocab"])}
-    else:
-        vocab = dict(model["vocab"])
-    for added in tokenizer_json.get("added_tokens", []):
-        vocab[added["content"]] = added["id"]
-    return vocab
+    return token_to_id(tokenizer_json)
 
 
 def _remap_post_processor(proc: dict[str, Any] | None, ids: dict[str, int]) -> dict[str, Any] | None:
@@ -353,7 +357,7 @@ def _train_with_sentencepiece(
     proto.ParseFromString(source.sentencepiece_model.read_bytes())
     ns = proto.normalizer_spec
     # Tokens the transformers class adds around the .model (XLM-R inserts <pad> and appends <mask>).
-    extra = len(source.hf) - len(proto.pieces)
+    extra = source.vocab_size - len(proto.pieces)
     builtin_rule = ns.name in _SPM_BUILTIN_RULES
     if builtin_rule and texts.paths is not None:
         text_input: dict[str, Any] = {"input": texts.paths}
@@ -362,7 +366,7 @@ def _train_with_sentencepiece(
         if not builtin_rule:
             # A custom rule lives only as a precompiled charsmap: normalize with the source's own
             # normalizer, train on identity, and put the source's normalizer spec back afterwards.
-            normalizer = source.hf.backend_tokenizer.normalizer
+            normalizer = source.backend.normalizer
             lines = (normalizer.normalize_str(line) if normalizer else line for line in lines)
         text_input = {"sentence_iterator": iter(lines)}
     writer = io.BytesIO()
@@ -419,10 +423,17 @@ def _tokenizer_config(source: SourceTokenizer) -> dict[str, Any]:
 
 def _write_output(
     out_dir: Path, source: SourceTokenizer, tokenizer_json: dict[str, Any], sp_bytes: bytes | None,
-) -> None:
+    backend: Any = None,
+) -> Any:
+    """Write the tokenizer files into ``out_dir``; return the ``tokenizers.Tokenizer`` written.
+
+    ``backend`` is the ``tokenizers.Tokenizer`` of ``tokenizer_json`` when the caller has built it
+    already (it is built here otherwise).
+    """
     from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(json.dumps(tokenizer_json))
+    if backend is None:
+        backend = Tokenizer.from_str(json.dumps(tokenizer_json))
     backend.save(str(out_dir / "tokenizer.json"))
     (out_dir / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(source), indent=2, ensure_ascii=False))
     for name, data in source.files.items():
@@ -437,19 +448,77 @@ def _write_output(
         (out_dir / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
     elif source.family is TokenizerFamily.BYTE_LEVEL_BPE:
         backend.model.save(str(out_dir))  # vocab.json + merges.txt
+    return backend
 
 
-def _verify_reload(out_dir: Path, tokenizer_json: dict[str, Any], probe: list[str]) -> int:
-    """Reload the output with AutoTokenizer and check it tokenizes like the tokenizer we built."""
+def _full_reload_check(size: int) -> bool:
+    setting = os.environ.get(FULL_RELOAD_CHECK_ENV, "").strip()
+    if setting in ("0", "1"):
+        return setting == "1"
+    return "transformers" in sys.modules and size <= FULL_RELOAD_CHECK_MAX_TOKENS
+
+
+def _verify_reload(out_dir: Path, tokenizer_json: dict[str, Any], probe: list[str], *, backend: Any = None,
+                   full: bool | None = None) -> int:
+    """Check that ``out_dir`` holds the tokenizer we built and loads as it; return its number of tokens.
+
+    Always, without ``transformers``: ``tokenizer.json`` on disk is exactly the serialization of
+    ``backend`` (the ``tokenizers.Tokenizer`` built from ``tokenizer_json``, built here when not
+    given), whose vocabulary, ids and added tokens are exactly those of ``tokenizer_json``;
+    ``tokenizer_config.json`` is a JSON object and every special token it or
+    ``special_tokens_map.json`` names is in the vocabulary (``AutoTokenizer`` would append a
+    missing one as a new token); and with ``probe`` texts, ``tokenizer.json`` read back from disk
+    encodes them as ``backend`` does.
+
+    With ``full`` (default: :data:`FULL_RELOAD_CHECK_ENV` when set, else only when cheap, i.e.
+    ``transformers`` is imported already and the tokenizer has at most
+    :data:`FULL_RELOAD_CHECK_MAX_TOKENS` tokens), the directory is also reloaded with
+    ``AutoTokenizer``, which must have as many tokens and encode the probe texts the same.
+    """
     from tokenizers import Tokenizer
+
+    if backend is None:
+        backend = Tokenizer.from_str(json.dumps(tokenizer_json))
+    expected = backend.get_vocab_size(with_added_tokens=True)
+    written = (out_dir / "tokenizer.json").read_text(encoding="utf-8")
+    if written != backend.to_str(pretty=True):
+        raise TokenizerError("tokenizer.json on disk differs from the tokenizer built", path=out_dir)
+    ids = _token_to_id(tokenizer_json)
+    if backend.get_vocab(with_added_tokens=True) != ids or expected != len(ids):
+        raise TokenizerError("the written tokenizer's vocabulary or ids differ from the ones built", path=out_dir)
+    added = {i: (t.content, t.special) for i, t in backend.get_added_tokens_decoder().items()}
+    if added != {t["id"]: (t["content"], t.get("special", False)) for t in tokenizer_json.get("added_tokens", [])}:
+        raise TokenizerError("the written tokenizer's added tokens differ from the ones built", path=out_dir)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        try:
+            config = json.loads(path.read_bytes())
+        except ValueError as err:
+            raise TokenizerError(f"{name} is not valid JSON ({err})", path=out_dir) from err
+        if not isinstance(config, dict):
+            raise TokenizerError(f"{name} is not a JSON object", path=out_dir)
+        missing = sorted(t for t in named_special_tokens(config) if t not in ids)
+        if missing:
+            raise TokenizerError(f"{name} names special tokens the tokenizer lacks: {', '.join(map(repr, missing[:5]))}",
+                                 path=out_dir, hint="AutoTokenizer would add them as new tokens")
+    if probe:
+        reloaded = Tokenizer.from_str(written)
+        for text in probe:
+            if reloaded.encode(text, add_special_tokens=False).ids != backend.encode(text, add_special_tokens=False).ids:
+                raise TokenizerError(f"tokenizer.json read back disagrees with the built one on {text[:40]!r}",
+                                     path=out_dir)
+    if full is None:
+        full = _full_reload_check(expected)
+    if not full:
+        return expected
     from transformers import AutoTokenizer
 
-    backend = Tokenizer.from_str(json.dumps(tokenizer_json))
     try:
         hf = AutoTokenizer.from_pretrained(str(out_dir), local_files_only=True)
     except Exception as err:
         raise TokenizerError(f"the trained tokenizer does not reload with AutoTokenizer: {err}", path=out_dir) from err
-    expected = backend.get_vocab_size(with_added_tokens=True)
     if len(hf) != expected:
         raise TokenizerError(f"reloaded tokenizer has {len(hf)} tokens, expected {expected}", path=out_dir)
     for text in probe:
@@ -499,8 +568,8 @@ def train_tokenizer(config: TokenizerTrainConfig) -> TokenizerTrainResult:
             hint="lower --vocab-size, lower --min-frequency or give more text",
         )
     with atomic_output_dir(out, force=config.force) as tmp:
-        _write_output(tmp, source, tokenizer_json, sp_bytes)
-        size = _verify_reload(tmp, tokenizer_json, texts.probe)
+        backend = _write_output(tmp, source, tokenizer_json, sp_bytes)
+        size = _verify_reload(tmp, tokenizer_json, texts.probe, backend=backend)
         seconds = time.perf_counter() - start
         info = {
             "source": str(config.source), "family": source.family.value, "trainer": trainer_name,
