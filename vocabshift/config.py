@@ -37,7 +37,14 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _check_type(value: Any, hint: Any, where: str) -> Any:
+class _AlreadyReported(ConfigError):
+    """A nested config's problems are already in the collector; unwinds without adding another."""
+
+    def __init__(self) -> None:
+        super().__init__("(reported above)")
+
+
+def _check_type(value: Any, hint: Any, where: str, errors: list[str] | None = None) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:
@@ -50,19 +57,26 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _check_type(value, arg, where)
+                return _check_type(value, arg, where, errors)
+            except _AlreadyReported:
+                raise
             except ConfigError as err:
                 errors.append(err)
         raise errors[0] if errors else ConfigError(f"{where}: null is not allowed")
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return from_dict(hint, value, where)
+        if errors is None:
+            return from_dict(hint, value, where)
+        built = _build(hint, value, where, errors, collect=True)
+        if built is None:
+            raise _AlreadyReported()
+        return built
     if origin in (list, tuple) or hint in (list, tuple):
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         inner = args[0] if args else Any
-        return [_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_check_type(v, inner, f"{where}[{i}]", errors) for i, v in enumerate(value)]
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
@@ -78,26 +92,67 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build config dataclass ``cls`` from ``data``, validating keys and types recursively."""
+    """Build config dataclass ``cls`` from ``data``, validating keys and types recursively.
+
+    Raises ConfigError on the first problem; :func:`validate_dict` collects them all instead.
+    """
+    errors: list[str] = []
+    result = _build(cls, data, where, errors, collect=False)
+    assert result is not None and not errors
+    return result
+
+
+def validate_dict(cls: type[T], data: dict[str, Any], where: str = "") -> tuple[T | None, list[str]]:
+    """Like :func:`from_dict`, but returns ``(config or None, every problem found)`` instead of raising,
+    so that a recipe with several mistakes is reported in one go."""
+    errors: list[str] = []
+    result = _build(cls, data, where, errors, collect=True)
+    return (result if not errors else None), errors
+
+
+def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str], collect: bool) -> T | None:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     kwargs = {}
+    n_errors = len(errors)
+
+    def fail(message: str) -> None:
+        if not collect:
+            raise ConfigError(message)
+        errors.append(message)
+
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(names)})"
-            raise ConfigError(f"unknown key '{path}'{hint}")
-        kwargs[key] = _check_type(value, hints[key], path)
+            fail(f"unknown key '{path}'{hint}")
+            continue
+        if collect:
+            try:
+                kwargs[key] = _check_type(value, hints[key], path, errors)
+            except _AlreadyReported:
+                pass
+            except ConfigError as err:
+                errors.append(str(err))
+        else:
+            kwargs[key] = _check_type(value, hints[key], path)
     missing = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-               if f.init and f.name not in kwargs
+               if f.init and f.name not in kwargs and f.name not in data
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"missing required key(s): {', '.join((where + '.' if where else '') + m for m in missing)}")
+        fail(f"missing required key(s): {', '.join((where + '.' if where else '') + m for m in missing)}")
+    if len(errors) > n_errors:
+        return None
     try:
         return cls(**kwargs)
+    except ConfigError as err:
+        if not collect:
+            raise
+        errors.append(f"{where}: {err}" if where else str(err))
     except TypeError as err:
-        raise ConfigError(f"{where or cls.__name__}: {err}") from err
+        fail(f"{where or cls.__name__}: {err}")
+    return None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
