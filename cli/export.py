@@ -1,0 +1,33 @@
+"""``vocabshift export``: merge a training run into a plain transformers checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.options import field_help
+from vocabshift.export import ExportConfig
+
+_E = ExportConfig
+
+
+def export(
+    run: Path = typer.Option(..., "--run", help=field_help(_E, "run")),
+    out: Path = typer.Option(..., "--out", help=field_help(_E, "out")),
+    checkpoint: str = typer.Option(None, "--checkpoint", help=field_help(_E, "checkpoint")),
+    save_adapter: bool = typer.Option(False, "--save-adapter", help=field_help(_E, "save_adapter")),
+    dtype: str = typer.Option("auto", "--dtype", help=field_help(_E, "dtype")),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help=field_help(_E, "verify")),
+    force: bool = typer.Option(False, "--force", help=field_help(_E, "force")),
+) -> None:
+    """Merge LoRA into the weights, materialize factorized embeddings, write safetensors + tokenizer + card."""
+    from vocabshift.export import export as run_export
+
+    result = run_export(ExportConfig(run=str(run), out=str(out), checkpoint=checkpoint, save_adapter=save_adapter,
+                                     dtype=dtype, verify=verify, force=force))
+    report = result.report
+    check = report.get("verify")
+    typer.echo(f"exported {report['checkpoint']} ({report['tokens'] or 0:,} tokens, {report['dtype']}, "
+               f"{'tied' if report['tied'] else 'untied'} head) -> {result.out}"
+               + (f"; reloaded logits within {check['max_abs_logit_difference']:.1e}" if check else ""))
