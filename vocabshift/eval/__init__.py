@@ -1,0 +1,32 @@
+"""Evaluation of an adapted model against its baseline, and the run report (``vocabshift eval``).
+
+- :func:`evaluate_model` / :class:`EvalConfig` / :class:`EvalResult` (:mod:`.evaluate`) — one call for
+  every measure: tokenization per script, held-out loss and bits per byte, size, inference speed and
+  nearest source tokens of new tokens;
+- :func:`write_report` (:mod:`.report`) — ``report.md``, ``eval.json`` and PNG plots;
+- the measures alone: :func:`lm_loss` (:mod:`.lm`), :func:`measure_throughput` (:mod:`.speed`),
+  :func:`nearest_source_tokens` (:mod:`.neighbours`).
+"""
+
+from __future__ import annotations
+
+from vocabshift.eval.evaluate import EvalConfig, EvalResult, SizeResult, evaluate_model
+from vocabshift.eval.lm import LMResult, lm_loss
+from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens
+from vocabshift.eval.report import render_summary, write_report
+from vocabshift.eval.speed import SpeedResult, measure_throughput
+
+__all__ = [
+    "EvalConfig",
+    "EvalResult",
+    "LMResult",
+    "NeighboursResult",
+    "SizeResult",
+    "SpeedResult",
+    "evaluate_model",
+    "lm_loss",
+    "measure_throughput",
+    "nearest_source_tokens",
+    "render_summary",
+    "write_report",
+]

@@ -1,0 +1,419 @@
+"""``vocabshift eval``: compare an adapted model with its baseline on target-language text.
+
+One call measures, for the model ("new") and, when given, the baseline ("old", usually the source
+model before adaptation):
+
+1. tokenization per Unicode script — fertility, bytes per token, UNK rate and character coverage
+   (:func:`vocabshift.tokenization.stats.tokenizer_stats` on the first ``max_documents`` documents);
+2. held-out loss and bits per byte (:mod:`vocabshift.eval.lm`; pseudo for masked LMs);
+3. parameter counts and the size of the weight files;
+4. inference throughput on a fixed text (:mod:`vocabshift.eval.speed`) and the speedup old/new in
+   seconds per 1,000 words;
+5. nearest source tokens for a seeded sample of the new tokens (:mod:`vocabshift.eval.neighbours`).
+
+Everything is computed before anything is written; with ``out`` set, ``eval.json``, ``report.md`` and
+the plots are written at the end by :func:`vocabshift.eval.report.write_report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from vocabshift.config import ConfigMixin
+from vocabshift.corpus import CorpusConfig, iter_corpus
+from vocabshift.errors import ConfigError, ModelError, VocabshiftError
+from vocabshift.eval.lm import LMResult, lm_loss, max_positions
+from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens, new_token_ids, sample_ids
+from vocabshift.eval.speed import SpeedResult, count_words, measure_throughput, speedup
+from vocabshift.tokenization.stats import TokenizerStats, tokenizer_stats
+from vocabshift.train.data import MIN_SEQ_LEN, OBJECTIVES, resolve_objective
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_SEQ_LEN = 512
+
+
+@dataclass
+class EvalConfig(ConfigMixin):
+    """Evaluate an adapted model against its baseline on target-language text (``vocabshift eval``)."""
+
+    model: str = field(metadata={"help": "Model directory to evaluate (the adapted model: weights and tokenizer)."})
+    corpus: CorpusConfig = field(metadata={
+        "help": "Held-out target-language text: tokenization statistics, loss and the speed text come from its "
+                "first documents."})
+    baseline: str | None = field(default=None, metadata={
+        "help": "Model directory to compare with (the source model); its tokenizer is the 'old' one."})
+    objective: str = field(default="auto", metadata={
+        "help": "Loss objective: auto (clm for causal LMs, mlm for masked LMs), mlm or clm."})
+    seq_len: int | None = field(default=None, metadata={
+        "help": "Tokens per sequence for the loss and the speed test (default: min(512, the models' max "
+                "positions), shortened to fit a small corpus)."})
+    max_documents: int = field(default=1000, metadata={
+        "help": "Documents read from the start of the corpus for every measure."})
+    max_sequences: int = field(default=64, metadata={
+        "help": "At most this many seq_len sequences of held-out text are scored for the loss."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass (loss and speed)."})
+    mlm_probability: float = field(default=0.15, metadata={
+        "help": "Masked LMs: share of non-special tokens masked and scored (seeded)."})
+    speed_words: int = field(default=1000, metadata={
+        "help": "Words of corpus text (from its first documents) in the fixed speed text."})
+    speed_text: str | None = field(default=None, metadata={
+        "help": "A UTF-8 text file to time instead of the corpus's first words."})
+    speed_warmup: int = field(default=1, metadata={"help": "Untimed forward passes before timing."})
+    speed_repeats: int = field(default=3, metadata={"help": "Timed passes over the speed text (the median counts)."})
+    neighbours: int = field(default=20, metadata={
+        "help": "New tokens sampled (seeded) for the nearest-source-token view (0: skip it)."})
+    neighbours_k: int = field(default=5, metadata={"help": "Nearest source tokens shown per new token."})
+    seed: int = field(default=0, metadata={"help": "Seed of the neighbour sample and of MLM masking."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda[:N]."})
+    dtype: str = field(default="float32", metadata={"help": "Weights dtype for loss and speed: float32, bfloat16 "
+                                                             "or float16."})
+    metrics_jsonl: str | None = field(default=None, metadata={
+        "help": "A training run's metrics.jsonl (or its run directory) for the loss curve in the report."})
+    out: str | None = field(default=None, metadata={
+        "help": "Directory to write eval.json, report.md and PNG plots into (nothing written without it)."})
+    force: bool = field(default=False, metadata={"help": "Overwrite eval.json/report.md already in --out."})
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model must name a model directory")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.seq_len is not None:
+            _check_int("seq_len", self.seq_len, MIN_SEQ_LEN)
+        for name, minimum in (("max_documents", 1), ("max_sequences", 1), ("batch_size", 1), ("speed_words", 1),
+                              ("speed_warmup", 0), ("speed_repeats", 1), ("neighbours", 0), ("neighbours_k", 1),
+                              ("seed", 0)):
+            _check_int(name, getattr(self, name), minimum)
+        if not (isinstance(self.mlm_probability, (int, float)) and 0.0 < self.mlm_probability < 1.0):
+            raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass
+class SizeResult:
+    """Parameters and bytes on disk of one model."""
+
+    parameters: int  # unique parameters (a tied head counted once)
+    embedding_parameters: int  # input embeddings + an untied LM head + an output bias
+    vocab_size: int  # len(tokenizer)
+    embedding_rows: int  # rows of the input embedding matrix (>= vocab_size when padded)
+    file_bytes: int  # weight files in the model directory
+
+
+@dataclass
+class EvalResult:
+    """Everything ``vocabshift eval`` measured. Keys ``"new"`` (the model) and ``"old"`` (the baseline)."""
+
+    model: str
+    baseline: str | None
+    tokenization: dict[str, TokenizerStats]
+    lm: dict[str, LMResult | None]
+    size: dict[str, SizeResult]
+    speed: dict[str, SpeedResult]
+    speedup: float | None  # old / new seconds per 1,000 words
+    neighbours: NeighboursResult | None
+    documents: int  # documents read from the corpus
+    config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serializable data (what ``--json`` prints and ``eval.json`` holds)."""
+        return {
+            "model": self.model,
+            "baseline": self.baseline,
+            "documents": self.documents,
+            "tokenization": {k: v.as_dict() for k, v in self.tokenization.items()},
+            "lm": {k: None if v is None else asdict(v) for k, v in self.lm.items()},
+            "size": {k: asdict(v) for k, v in self.size.items()},
+            "speed": {k: asdict(v) for k, v in self.speed.items()},
+            "speedup": self.speedup,
+            "neighbours": None if self.neighbours is None else asdict(self.neighbours),
+            "notes": list(self.notes),
+            "seconds": round(self.seconds, 3),
+            "config": self.config,
+        }
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
+    return torch.device(name)
+
+
+def _check_model_dir(path: str, role: str) -> Path:
+    from vocabshift.surgery.checkpoint import has_model
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"no such {role} directory", path=p)
+    if not has_model(p):
+        raise ModelError(f"the {role} directory holds no model weights (config.json and model.safetensors)",
+                         path=p, hint="give the output directory of `vocabshift init`/`export`, or a HF model")
+    return p
+
+
+def _load_tokenizer(path: Path, role: str) -> Any:
+    from vocabshift.tokenization.source import load_hf_tokenizer
+
+    try:
+        tok = load_hf_tokenizer(path)
+    except VocabshiftError as err:
+        raise type(err)(f"{role} tokenizer: {err.problem}", path=err.path, hint=err.hint) from err
+    if getattr(tok, "backend_tokenizer", None) is None:
+        raise ConfigError(f"the {role} tokenizer has no fast (tokenizers) backend", path=path)
+    return tok
+
+
+@contextlib.contextmanager
+def _no_hf_progress_bars() -> Iterator[None]:
+    """transformers draws a per-tensor loading bar; hide it (and put the setting back afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_model(path: Path, role: str, dtype: str, device: Any) -> Any:
+    import torch
+
+    from vocabshift.surgery.checkpoint import load_model
+
+    try:
+        with _no_hf_progress_bars():
+            model = load_model(path, dtype=getattr(torch, dtype))
+    except VocabshiftError as err:
+        raise ModelError(f"{role} model: {err.problem}", path=path, hint=err.hint) from err
+    return model.to(device).eval()
+
+
+def _size(model: Any, tokenizer: Any, path: Path) -> SizeResult:
+    from vocabshift.surgery.checkpoint import directory_size, parameter_count
+    from vocabshift.surgery.locate import locate
+
+    layout = locate(model)
+    emb = model.get_parameter(layout.input_weight).numel()
+    if layout.output_weight is not None and not layout.shares_weight:
+        emb += model.get_parameter(layout.output_weight).numel()
+    if layout.output_bias is not None:
+        emb += model.get_parameter(layout.output_bias).numel()
+    return SizeResult(parameters=parameter_count(model), embedding_parameters=emb, vocab_size=len(tokenizer),
+                      embedding_rows=layout.vocab_size, file_bytes=directory_size(path))
+
+
+def _speed_text(documents: list[str], words: int, path: str | None) -> str:
+    """The fixed text to time: a file, or the corpus's first documents up to ``words`` words."""
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError as err:
+            raise ConfigError("speed text file does not exist", path=p) from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"speed text is not UTF-8 (byte {err.start})", path=p) from err
+        if not text.split():
+            raise ConfigError("speed text file holds no words", path=p)
+        return text
+    kept: list[str] = []
+    remaining = words
+    for doc in documents:
+        parts = doc.split()
+        if len(parts) > remaining:  # cut the last document at a word boundary
+            kept.append(" ".join(parts[:remaining]))
+            break
+        kept.append(doc)
+        remaining -= len(parts)
+        if remaining == 0:
+            break
+    return "\n".join(kept)
+
+
+def _read_config(path: Path, role: str) -> Any:
+    """The model's ``PretrainedConfig`` (None for a GGUF file), read without building the model."""
+    from transformers import AutoConfig
+
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as err:  # transformers raises OSError/ValueError/KeyError with long messages
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{role} model: cannot read config.json ({first})", path=path) from err
+
+
+def _objective(model_config: Any, objective: str, role: str, notes: list[str]) -> str | None:
+    """The loss objective of a model, checked from its config before any weights load.
+
+    ``auto`` on a model without an LM head gives None (no loss, a note); an objective the model
+    cannot do is an error.
+    """
+    if model_config is None:  # GGUF: judged once the model is loaded
+        return objective
+    try:
+        return resolve_objective(model_config, objective)
+    except ConfigError as err:
+        if objective != "auto":
+            raise ConfigError(f"{role} model: {err.problem}", path=err.path, hint=err.hint) from err
+        # A base model (no LM head) still gets every other measure.
+        notes.append(f"{role} model: no held-out loss ({err.problem})")
+        log.warning("%s model: no held-out loss: %s", role, err.problem)
+        return None
+
+
+def _resolve_seq_len(config: EvalConfig, model_configs: list[Any], stats: list[TokenizerStats]) -> int:
+    """One seq_len for both models: the configured one, or min(512, max positions, tokens available)."""
+    positions = [m for m in (max_positions(c) for c in model_configs if c is not None) if m is not None]
+    if config.seq_len is not None:
+        if positions and config.seq_len > min(positions):
+            raise ConfigError(f"seq_len {config.seq_len} is longer than the {min(positions)} positions a model "
+                              "takes", hint=f"use --seq-len {min(positions)} or less")
+        return config.seq_len
+    seq_len = min([DEFAULT_SEQ_LEN, *positions])
+    # A short corpus gets shorter sequences rather than an error: the content tokens of the documents
+    # read are a lower bound of what packing has (it adds special tokens).
+    available = min(s.total.tokens for s in stats)
+    return max(MIN_SEQ_LEN, min(seq_len, available))
+
+
+def _lm(config: EvalConfig, model: Any, tokenizer: Any, objective: str | None, seq_len: int, device: Any,
+        role: str, notes: list[str]) -> LMResult | None:
+    if objective is None:
+        return None
+    if objective == "auto":  # a GGUF model, whose config was not read before loading
+        objective = _objective(model.config, "auto", role, notes)
+        if objective is None:
+            return None
+    return lm_loss(model, tokenizer, config.corpus, seq_len=seq_len, max_documents=config.max_documents,
+                   max_sequences=config.max_sequences, batch_size=config.batch_size, objective=objective,
+                   mlm_probability=config.mlm_probability, seed=config.seed, device=device)
+
+
+def evaluate_model(config: EvalConfig) -> EvalResult:
+    """Measure the model (and baseline) as :class:`EvalConfig` says; write the report when ``config.out`` is set.
+
+    Raises :class:`~vocabshift.errors.ModelError` for a missing or unloadable model or baseline
+    (naming which), :class:`~vocabshift.errors.CorpusError` for an empty or unreadable corpus, and
+    :class:`~vocabshift.errors.OutputExistsError` when ``out`` already holds a report and ``force``
+    is not set. Nothing is written when an error is raised.
+    """
+    import torch
+
+    from vocabshift.eval.report import check_report_dir, load_metrics, write_report
+
+    started = time.perf_counter()
+    model_dir = _check_model_dir(config.model, "model")
+    base_dir = _check_model_dir(config.baseline, "baseline") if config.baseline else None
+    if config.metrics_jsonl:
+        load_metrics(config.metrics_jsonl)  # a missing or broken metrics file fails now, not after the work
+    if config.out:
+        check_report_dir(config.out, config.force)
+    device = _device(config.device)
+    notes: list[str] = []
+    model_configs = {"new": _read_config(model_dir, "model")}
+    if base_dir is not None:
+        model_configs["old"] = _read_config(base_dir, "baseline")
+    objectives = {key: _objective(c, config.objective, "baseline" if key == "old" else "model", notes)
+                  for key, c in model_configs.items()}
+    tokenizer = _load_tokenizer(model_dir, "model")
+    base_tokenizer = _load_tokenizer(base_dir, "baseline") if base_dir else None
+
+    stream = iter_corpus(config.corpus)
+    try:
+        documents = list(islice(stream, config.max_documents))
+    finally:
+        stream.close()
+    log.info("read %d documents from the corpus", len(documents))
+    named = {"new": tokenizer} if base_tokenizer is None else {"old": base_tokenizer, "new": tokenizer}
+    stats = dict(zip(named, tokenizer_stats(named, documents), strict=True))
+    for key, path in (("new", model_dir), ("old", base_dir)):
+        if key in stats:
+            stats[key].name = str(path)
+    speed_text = _speed_text(documents, config.speed_words, config.speed_text)
+    log.info("speed text: %d words", count_words(speed_text))
+
+    lm: dict[str, LMResult | None] = {}
+    size: dict[str, SizeResult] = {}
+    speed: dict[str, SpeedResult] = {}
+    source_embeddings = None
+    seq_len = _resolve_seq_len(config, list(model_configs.values()), list(stats.values()))
+    log.info("seq_len %d for loss and speed", seq_len)
+
+    runs = [("old", base_dir, base_tokenizer)] if base_dir else []
+    runs.append(("new", model_dir, tokenizer))
+    neighbours: NeighboursResult | None = None
+    for key, path, tok in runs:
+        role = "baseline" if key == "old" else "model"
+        log.info("evaluating the %s %s", role, path)
+        model = _load_model(path, role, config.dtype, device)
+        size[key] = _size(model, tok, path)
+        lm[key] = _lm(config, model, tok, objectives[key], seq_len, device, role, notes)
+        speed[key] = measure_throughput(model, tok, speed_text, seq_len=seq_len, batch_size=config.batch_size,
+                                        warmup=config.speed_warmup, repeats=config.speed_repeats, device=device)
+        embeddings = model.get_input_embeddings().weight.detach().to("cpu", torch.float32)
+        if key == "old":
+            source_embeddings = embeddings
+        elif config.neighbours and base_tokenizer is not None and source_embeddings is not None:
+            neighbours = _neighbours(config, model_dir, tokenizer, embeddings, base_tokenizer, source_embeddings, notes)
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if base_dir is None:
+        notes.append("no baseline: nothing to compare with, no speedup and no nearest source tokens")
+    lms = [v for v in lm.values() if v is not None]
+    if len(lms) == 2 and lms[0].objective != lms[1].objective:
+        notes.append("the model and the baseline have different objectives: their losses do not compare")
+    if any(v.pseudo for v in lms):
+        notes.append("masked-LM loss is pseudo: only the masked tokens are scored")
+
+    result = EvalResult(
+        model=str(model_dir), baseline=None if base_dir is None else str(base_dir), tokenization=stats, lm=lm,
+        size=size, speed=speed, speedup=speedup(speed["old"], speed["new"]) if "old" in speed else None,
+        neighbours=neighbours, documents=len(documents), config=config.to_dict(), notes=notes,
+        seconds=time.perf_counter() - started)
+    if config.out:
+        write_report(result, config.out, metrics_jsonl=config.metrics_jsonl)
+    return result
+
+
+def _neighbours(config: EvalConfig, model_dir: Path, tokenizer: Any, embeddings: Any, base_tokenizer: Any,
+                source_embeddings: Any, notes: list[str]) -> NeighboursResult | None:
+    if embeddings.shape[1] != source_embeddings.shape[1]:
+        notes.append(f"no nearest source tokens: the embedding sizes differ ({embeddings.shape[1]} vs "
+                     f"{source_embeddings.shape[1]})")
+        return None
+    ids, selection = new_token_ids(model_dir, tokenizer, base_tokenizer)
+    ids = [i for i in ids if i < embeddings.shape[0]]
+    sample = sample_ids(ids, config.neighbours, config.seed)
+    tokens = nearest_source_tokens(embeddings, sample, tokenizer, source_embeddings, base_tokenizer,
+                                   k=config.neighbours_k)
+    log.info("nearest source tokens for %d of %d new tokens (%s)", len(sample), len(ids), selection)
+    return NeighboursResult(selection=selection, new_tokens=len(ids), sample_size=len(sample), seed=config.seed,
+                            k=config.neighbours_k, tokens=tokens)
