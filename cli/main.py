@@ -12,9 +12,13 @@ import sys
 
 import typer
 
+from cli import adapt as adapt_cmd
 from cli import demo as demo_cmd
+from cli import eval as eval_cmd
+from cli import export as export_cmd
 from cli import init as init_cmd
 from cli import tokenizer as tokenizer_cmd
+from cli import train as train_cmd
 from cli import vectors as vectors_cmd
 from cli import vocab as vocab_cmd
 
@@ -26,12 +30,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("adapt")(adapt_cmd.adapt)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(vectors_cmd.app, name="vectors")
 app.command("prune")(vocab_cmd.prune)
 app.command("extend")(vocab_cmd.extend)
 app.command("init")(init_cmd.init)
+app.command("train")(train_cmd.train)
+app.command("export")(export_cmd.export)
 app.command("demo")(demo_cmd.demo)
+app.command("eval")(eval_cmd.eval)
 
 _state = {"debug": False}
 
