@@ -13,7 +13,6 @@ import sys
 import typer
 
 from cli import adapt as adapt_cmd
-from cli import demo as demo_cmd
 from cli import eval as eval_cmd
 from cli import export as export_cmd
 from cli import init as init_cmd
@@ -38,7 +37,6 @@ app.command("extend")(vocab_cmd.extend)
 app.command("init")(init_cmd.init)
 app.command("train")(train_cmd.train)
 app.command("export")(export_cmd.export)
-app.command("demo")(demo_cmd.demo)
 app.command("eval")(eval_cmd.eval)
 
 _state = {"debug": False}

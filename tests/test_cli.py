@@ -31,7 +31,7 @@ def test_console_script_version_and_help():
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("vocabshift ")
     helptext = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
-    for sub in ("tokenizer", "demo"):
+    for sub in ("tokenizer", "prune", "extend", "vectors", "init", "train", "export", "eval", "adapt"):
         assert sub in helptext
     tok_help = subprocess.run([exe, "tokenizer", "--help"], capture_output=True, text=True, check=True).stdout
     assert "train" in tok_help and "stats" in tok_help

@@ -188,3 +188,33 @@ def test_shipped_recipes_validate():
             if "is not installed" in str(err) and not __import__("os").environ.get("CI"):
                 pytest.skip(str(err))
             raise
+
+
+@pytest.mark.slow
+def test_embedded_default_recipe_reduced_end_to_end(tmp_path):
+    """The README's first command, shrunk: same recipe, real SmolLM2 and Bible text, a few steps."""
+    from vocabshift.resources import smollm2_gguf
+
+    try:
+        smollm2_gguf()
+    except Exception as err:
+        if __import__("os").environ.get("CI"):
+            raise
+        pytest.skip(str(err))
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "demo-smollm2-spanish.yaml"
+    smaller = ["tokenizer.vocab_size=1000", "tokenizer.max_bytes=400000", "eval_documents=50",
+               "vectors.source={dim: 16, epochs: 1, min_count: 3, max_bytes: 400000}",
+               "vectors.target={dim: 16, epochs: 1, min_count: 3, max_bytes: 400000}", "vectors.refine=1",
+               "training.max_steps=2", "training.eval_every=2", "training.save_every=2", "training.data.seq_len=32",
+               "training.data.eval_max_sequences=2", "eval.max_sequences=2", "eval.seq_len=32", "eval.speed_words=40",
+               "eval.speed_repeats=1", "eval.neighbours=3"]
+    result = adapt(recipe, tmp_path / "demo", overrides=smaller)
+    assert result.ran == ["source", "tokenizer", "vectors-source", "vectors-target", "align", "init", "train",
+                          "export", "eval"]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "demo" / "model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "demo" / "model")
+    assert model.config.vocab_size == len(tok) == 1000 and model.config.tie_word_embeddings
+    evaluation = json.loads((tmp_path / "demo" / "report" / "eval.json").read_text())
+    tokenization = evaluation["tokenization"]
+    assert tokenization["new"]["total"]["fertility"] < tokenization["old"]["total"]["fertility"]  # Spanish tokenizer
+    assert evaluation["lm"]["new"]["bits_per_byte"] > 0 and (tmp_path / "demo" / "report" / "report.md").exists()
