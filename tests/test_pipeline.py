@@ -179,14 +179,19 @@ def test_recipe_reference_in_docs_is_generated_from_the_schema():
 
 
 def test_shipped_recipes_validate():
-    for recipe in sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml")):
+    """Every recipe in recipes/ is valid; the embedded default also has all its inputs (the others name
+    local paths a user fills in, so only their structure and options are checked)."""
+    recipes = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 5
+    for recipe in recipes:
         first_line = recipe.read_text(encoding="utf-8").splitlines()[0]
-        assert first_line.startswith("# vocabshift adapt"), f"{recipe.name}: first line gives the command"
+        assert first_line == f"# vocabshift adapt recipes/{recipe.name}", f"{recipe.name}: first line gives the command"
+        demo = recipe.name.startswith("demo-")
         try:
-            load_recipe(recipe)
+            load_recipe(recipe, check_files=demo)
         except ConfigError as err:
-            if "is not installed" in str(err) and not __import__("os").environ.get("CI"):
-                pytest.skip(str(err))
+            if demo and "is not installed" in str(err) and not __import__("os").environ.get("CI"):
+                continue
             raise
 
 

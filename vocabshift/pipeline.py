@@ -228,7 +228,8 @@ def _resolve_path(spec: str, base: Path) -> str:
     return str(path if path.is_absolute() else base / path)
 
 
-def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None = None) -> tuple[AdaptConfig, Path]:
+def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None = None,
+                check_files: bool = True) -> tuple[AdaptConfig, Path]:
     """Validate a recipe (path or mapping), naming every problem at once; returns it with paths resolved.
 
     Raises ConfigError listing all problems: unknown keys (with the closest valid one), wrong types (with
@@ -241,7 +242,7 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
     apply_overrides(data, list(overrides or []))
     config, problems = validate_dict(AdaptConfig, data)
     if config is not None:
-        problems += _check_stages(config, base)
+        problems += _check_stages(config, base, check_files)
     if problems:
         where = "" if isinstance(recipe, dict) else f"{recipe}: "
         raise ConfigError(f"{where}{len(problems)} problem(s) in the recipe: " + "; ".join(problems))
@@ -249,8 +250,8 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
     return _resolved(config, base), base
 
 
-def _check_stages(config: AdaptConfig, base: Path) -> list[str]:
-    """Problems a stage would only find when it runs, found now."""
+def _check_stages(config: AdaptConfig, base: Path, check_files: bool = True) -> list[str]:
+    """Problems a stage would only find when it runs, found now (``check_files``: also missing inputs)."""
     from vocabshift.init.apply import InitConfig
 
     problems: list[str] = []
@@ -261,17 +262,24 @@ def _check_stages(config: AdaptConfig, base: Path) -> list[str]:
         except VocabshiftError as err:
             problems.append(str(err))
 
-    check(lambda: _resolve_path(config.source, base) if config.source.startswith("package:") else None)
-    if not config.source.startswith("package:") and not (base / Path(config.source).expanduser()).exists():
-        problems.append(f"source: {config.source} does not exist")
+    def check_input(spec: str, where: str) -> None:
+        if check_files:
+            check(lambda: _check_input(spec, base, where))
+
+    if check_files:
+        check(lambda: _resolve_path(config.source, base) if config.source.startswith("package:") else None)
+        if not config.source.startswith("package:") and not (base / Path(config.source).expanduser()).exists():
+            problems.append(f"source: {config.source} does not exist")
     for i, lang in enumerate(config.languages):
         for spec in lang.corpus:
-            check(lambda spec=spec, i=i: _check_input(spec, base, f"languages[{i}].corpus"))
+            check_input(spec, f"languages[{i}].corpus")
     if config.source_language is not None:
         for spec in config.source_language.corpus:
-            check(lambda spec=spec: _check_input(spec, base, "source_language.corpus"))
+            check_input(spec, "source_language.corpus")
     if config.tokenizer.path:
-        check(lambda: _check_input(config.tokenizer.path, base, "tokenizer.path"))
+        check_input(config.tokenizer.path, "tokenizer.path")
+    if config.vectors.dictionary:
+        check_input(config.vectors.dictionary, "vectors.dictionary")
     check(lambda: InitConfig(method=config.init.method, model="-", out="-", options=dict(config.init.options)))
     if config.training is not None:
         from vocabshift.train.config import TrainConfig
@@ -285,12 +293,17 @@ def _check_stages(config: AdaptConfig, base: Path) -> list[str]:
         _, errs = validate_dict(EvalConfig, {"model": "-", "corpus": {"sources": [{"paths": ["-"]}]}, **config.eval},
                                 "eval")
         problems += errs
-    needs_vectors = config.init.method in ("wechsel", "ofa")
+    from vocabshift.init.base import REQUIRES_ALIGNED
+    from vocabshift.init.registry import REGISTERED_INIT_METHODS
+
+    method = REGISTERED_INIT_METHODS.get(config.init.method)
+    needs_vectors = (config.vocabulary.mode != "prune" and method is not None
+                     and REQUIRES_ALIGNED in method.requires)
     if needs_vectors:
         for side in ("source", "target"):
             v = getattr(config.vectors, side)
             if v.path:
-                check(lambda v=v, side=side: _check_input(v.path, base, f"vectors.{side}.path"))
+                check_input(v.path, f"vectors.{side}.path")
         if not config.vectors.source.path and (config.source_language is None or not config.source_language.corpus):
             problems.append(f"init.method {config.init.method} needs source-language vectors: give vectors.source.path "
                             "or source_language.corpus to train them on")
@@ -434,6 +447,8 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
     tok_stage: StagePlan | None = None
     if config.tokenizer.path:
         tokenizer_dir = Path(config.tokenizer.path)
+    elif config.vocabulary.mode == "prune":
+        tokenizer_dir = model_dir  # pruning cuts the source's own vocabulary: no target tokenizer to train
     else:
         tok_opts = config.tokenizer
 
