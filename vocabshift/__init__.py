@@ -7,9 +7,12 @@ Public API (each stage is usable alone; heavy libraries are imported when a stag
 - :func:`iter_corpus` / :class:`CorpusConfig` — the streaming corpus reader every stage uses;
 - :func:`prune` / :func:`extend` (:mod:`vocabshift.vocabulary`) — vocabulary surgery;
 - :func:`train_vectors` / :func:`align_vectors` / :func:`load_vectors` (:mod:`vocabshift.vectors`) — static vectors;
-- :func:`init_model` / :class:`InitConfig` / :func:`list_init_methods` (:mod:`vocabshift.init`) — embedding init.
+- :func:`init_model` / :class:`InitConfig` / :func:`list_init_methods` (:mod:`vocabshift.init`) — embedding init;
+- :func:`train` / :class:`TrainConfig`, :func:`export` / :class:`ExportConfig` — continued pretraining, checkpoint;
+- :func:`evaluate_model` / :func:`write_report` — evaluation and report;
+- :func:`adapt` / :class:`AdaptConfig` / :func:`load_recipe` — the whole pipeline from one recipe.
 
-The last three groups import torch and are loaded on first use.
+The stage entry points import torch and are loaded on first use.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ _LAZY = {
     "VectorsTrainConfig": "vocabshift.vectors", "VectorsAlignConfig": "vocabshift.vectors",
     "init_model": "vocabshift.init.apply", "InitConfig": "vocabshift.init.apply",
     "list_init_methods": "vocabshift.init.registry",
+    "train": "vocabshift.train.loop", "TrainConfig": "vocabshift.train.config",
+    "export": "vocabshift.export", "ExportConfig": "vocabshift.export",
+    "evaluate_model": "vocabshift.eval", "EvalConfig": "vocabshift.eval", "write_report": "vocabshift.eval",
+    "adapt": "vocabshift.pipeline", "AdaptConfig": "vocabshift.pipeline", "load_recipe": "vocabshift.pipeline",
 }
 
 
