@@ -13,6 +13,7 @@ import sys
 import typer
 
 from cli import adapt as adapt_cmd
+from cli import data as data_cmd
 from cli import eval as eval_cmd
 from cli import export as export_cmd
 from cli import init as init_cmd
@@ -38,6 +39,7 @@ app.command("init")(init_cmd.init)
 app.command("train")(train_cmd.train)
 app.command("export")(export_cmd.export)
 app.command("eval")(eval_cmd.eval)
+app.add_typer(data_cmd.app, name="data")
 
 _state = {"debug": False}
 

@@ -224,6 +224,11 @@ def _resolve_path(spec: str, base: Path) -> str:
         if name not in _PACKAGES:
             raise ConfigError(f"unknown package model {name!r} (known: {', '.join(_PACKAGES)})")
         return str(getattr(resources, _PACKAGES[name])())
+    if spec.startswith("manifest:"):
+        from vocabshift.manifests import entry_path
+
+        # where the data_manifests/ entry lives; _check_input checks that it is there, of the listed size
+        return str(entry_path(spec[len("manifest:"):]))
     path = Path(spec).expanduser()
     return str(path if path.is_absolute() else base / path)
 
@@ -267,8 +272,9 @@ def _check_stages(config: AdaptConfig, base: Path, check_files: bool = True) -> 
             check(lambda: _check_input(spec, base, where))
 
     if check_files:
-        check(lambda: _resolve_path(config.source, base) if config.source.startswith("package:") else None)
-        if not config.source.startswith("package:") and not (base / Path(config.source).expanduser()).exists():
+        if config.source.startswith(("package:", "manifest:")):
+            check(lambda: _resolve_path(config.source, base))
+        elif not (base / Path(config.source).expanduser()).exists():
             problems.append(f"source: {config.source} does not exist")
     for i, lang in enumerate(config.languages):
         for spec in lang.corpus:
@@ -319,6 +325,14 @@ def _check_stages(config: AdaptConfig, base: Path, check_files: bool = True) -> 
 
 
 def _check_input(spec: str, base: Path, where: str) -> None:
+    if spec.startswith("manifest:"):
+        from vocabshift.manifests import resolve
+
+        try:  # present, sizes as listed (no sha256 here: `vocabshift data verify` does that)
+            resolve(spec[len("manifest:"):])
+        except VocabshiftError as err:
+            raise ConfigError(f"{where}: {spec}: {err}") from err
+        return
     path = _resolve_path(spec, base)
     if any(c in path for c in "*?["):
         try:
