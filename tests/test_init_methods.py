@@ -288,7 +288,10 @@ def test_wechsel_softmax_weights_by_hand():
 
 def test_wechsel_default_temperature_and_random_fallback():
     inputs = _aligned_inputs()
-    result = run_init_method("wechsel", inputs)  # k = 10 -> the 3 usable sources, T = 0.1
+    assert WechselConfig().fallback == "mean"  # the default since init_quality measured it (docs/init.md)
+    assert torch.equal(run_init_method("wechsel", inputs).rows[2], torch.tensor(MEAN_ROW, dtype=torch.float32))
+    random_fallback = WechselConfig(fallback="random")
+    result = run_init_method("wechsel", inputs, random_fallback)  # k = 10 -> the 3 usable sources, T = 0.1
     # t0: sims (1, 0, -1/sqrt 2) -> weights exp(10 s) / Z.
     z = [math.exp(10), 1.0, math.exp(-10 / math.sqrt(2))]
     w = [v / sum(z) for v in z]
@@ -296,8 +299,9 @@ def test_wechsel_default_temperature_and_random_fallback():
     _close(result.rows[0], expected)
     # The masked target draws from N(0.8, 0.56) with the seed: not the mean row, same under the seed.
     assert result.origin[2] == FALLBACK and not torch.allclose(result.rows[2], torch.tensor(MEAN_ROW))
-    assert torch.equal(result.rows, run_init_method("wechsel", inputs).rows)
-    assert not torch.equal(result.rows[2], run_init_method("wechsel", dataclasses.replace(inputs, seed=1)).rows[2])
+    assert torch.equal(result.rows, run_init_method("wechsel", inputs, random_fallback).rows)
+    assert not torch.equal(result.rows[2], run_init_method("wechsel", dataclasses.replace(inputs, seed=1),
+                                                             random_fallback).rows[2])
 
 
 def test_wechsel_refuses_sources_without_any_vector():

@@ -92,9 +92,9 @@ def sparsemax_topk(z: torch.Tensor, candidates: int) -> tuple[torch.Tensor, torc
 class FocusConfig(ConfigMixin):
     """Options of ``focus``."""
 
-    fallback: str = field(default="random", metadata={
-        "help": "Row for a new token without a vector (or when no shared token has one): 'random' "
-                "(per-dimension normal of the source rows, as FOCUS) or 'mean' (the mean source row)."})
+    fallback: str = field(default="mean", metadata={
+        "help": "Row for a new token without a vector (or when no shared token has one): 'mean' (the mean "
+                "source row; default, see docs/init.md) or 'random' (per-dimension normal of the source rows, as FOCUS)."})
     candidates: int = field(default=64, metadata={
         "help": "Scores looked at first per token before sparsemax; only speed depends on it (the result "
                 "is the exact sparsemax over all shared tokens, the count doubles where needed)."})

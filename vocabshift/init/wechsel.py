@@ -41,9 +41,9 @@ class WechselConfig(ConfigMixin):
         "help": "Number k of most similar source tokens combined for each target token."})
     temperature: float = field(default=0.1, metadata={
         "help": "Softmax temperature T over the neighbours' cosine similarities (lower: closer to the top-1)."})
-    fallback: str = field(default="random", metadata={
-        "help": "Row for a target token without a vector: 'random' (per-dimension normal of the source "
-                "rows, as the WECHSEL package) or 'mean' (the mean source row)."})
+    fallback: str = field(default="mean", metadata={
+        "help": "Row for a target token without a vector: 'mean' (the mean source row; default, see "
+                "docs/init.md) or 'random' (per-dimension normal of the source rows, as the WECHSEL package)."})
 
     def __post_init__(self) -> None:
         check_positive(self.neighbours, "neighbours")
