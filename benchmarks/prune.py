@@ -289,11 +289,11 @@ def child(spec_path: str) -> None:
         start = mark("import vocabshift.vocabulary (torch)", t0)
         # Time prune()'s steps by wrapping them where prune() and its callees look them up. None of
         # these calls another: each step's time and peak are its own.
-        steps = [(vocabulary, "load_source_tokenizer", "load source tokenizer (transformers)"),
+        steps = [(vocabulary, "load_source_tokenizer", "load source tokenizer (tokenizer.json)"),
                  (tprune, "build_keep_set", "keep set by script"),
                  (tprune, "prune_tokenizer", "prune tokenizer"),
                  (tprune, "_write_output", "write tokenizer files"),
-                 (tprune, "_verify_reload", "reload tokenizer (transformers) + check"),
+                 (tprune, "_verify_reload", "reload check (tokenizers)"),
                  (lazy, "_meta_model", "lean: model on the meta device (imports its modeling code)"),
                  (lazy, "_rewrite_file", "lean: stream + rewrite the safetensors file"),
                  (vocabulary, "load_model", "in memory: load model (transformers)"),

@@ -1,0 +1,493 @@
+"""Benchmark: held-out loss and bits per byte of SmolLM2-135M moved to Spanish, for every init method, at step 0.
+
+    python benchmarks/init_quality.py                  # every method + the packages, updates docs/benchmarks.md
+    python benchmarks/init_quality.py --methods mean,wechsel --eval-bytes 20000 --no-write   # quick check
+
+SmolLM2-135M (byte-level BPE, 49,152 tokens, tied embeddings) gets the 32,000-token Spanish tokenizer of
+``benchmarks/_inputs.py`` through ``vocabshift.init.apply.init_model`` with each registered method
+(random, mean, fvt, wechsel, focus, ofa, factorized; their default options), on the same inputs as
+``init_speed.py`` (fastText vectors trained on the two Bibles, FreeDict eng-spa, the Spanish training
+verses for FOCUS's token-level vectors). The PyPI packages ``wechsel`` 0.0.4 and ``deepfocus`` 1.0.1 run on
+the same files in their own venv; their rows replace the embedding matrix of the same model (tied, so
+the LM head too).
+
+Each model is evaluated, without any training, on Spanish text that trained neither the tokenizer nor
+the vectors: the held-out last 5% of the Reina-Valera 1909 verses (in domain; ``--eval-bytes`` caps it,
+cut at a verse) and UDHR Spanish (out of domain). The text (verses or paragraphs joined by ``\\n``) is
+tokenized whole, cut into windows of ``--window`` tokens, each window preceded by ``<|endoftext|>``
+(the same special token, with the source's row, in every tokenizer), so every token of the text is
+predicted once. Loss is the mean token NLL (nats); bits per byte = sum of token NLL / ln 2 / UTF-8
+bytes of the text, comparable across tokenizers, so the source model with its own tokenizer is a
+reference row. The issue's goal: vocabshift's WECHSEL no worse than the package's at step 0 on
+identical inputs.
+
+After-training numbers need ``vocabshift train`` (issue 6), not landed yet: that column says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "benchmarks" / ".cache" / "init"
+QUALITY = CACHE / "quality"
+DOC = ROOT / "docs" / "benchmarks.md"
+MARK_START = "<!-- init_quality:start -->"
+MARK_END = "<!-- init_quality:end -->"
+DOC_HEADER = (
+    "# Benchmarks\n\n"
+    "Numbers measured by the scripts in `benchmarks/` (see `benchmarks/README.md` for what each one\n"
+    "measures and how to run it). Each script rewrites only its own section, between its markers.\n"
+)
+METHODS = ("random", "mean", "fvt", "wechsel", "focus", "ofa", "factorized")
+PACKAGES = ("wechsel-package", "deepfocus-package")
+# vocabshift's wechsel with one thing changed, to tell where a gap to the package comes from
+VARIANTS = {
+    "wechsel-mean-fallback": "wechsel, `fallback: mean`",
+    "wechsel-package-space": "wechsel, in the package's aligned space",
+}
+PACKAGE_SPACE = VARIANTS["wechsel-package-space"]
+FACTS: dict[str, int] = {}  # filled by main: target tokens that are partial UTF-8, the package's fallback rows
+SEPARATOR = "<|endoftext|>"
+PENDING = "pending `vocabshift train` (issue 6)"
+DEFAULT_EVAL_BYTES = 30_000
+
+
+# --------------------------------------------------------------------------------------------------
+# Texts and evaluation
+
+
+def eval_texts(facts: dict[str, Any], max_bytes: int | None) -> dict[str, str]:
+    verses = Path(facts["spa_heldout_path"]).read_text(encoding="utf-8").split("\n")
+    kept, size = [], 0
+    for v in (v for v in verses if v.strip()):
+        b = len(v.encode("utf-8")) + 1
+        if max_bytes is not None and size + b > max_bytes and kept:
+            break
+        kept.append(v)
+        size += b
+    udhr = [line for line in Path(facts["udhr_spa_path"]).read_text(encoding="utf-8").split("\n") if line.strip()]
+    return {"bible": "\n".join(kept), "udhr": "\n".join(udhr)}
+
+
+def evaluate(model: Any, tokenizer: Any, text: str, window: int, batch: int) -> dict[str, float]:
+    """Sum of token NLL over ``text`` (every token predicted once), tokens, bytes, bits per byte."""
+    import torch
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    sep = tokenizer.convert_tokens_to_ids(SEPARATOR)
+    if not isinstance(sep, int) or sep < 0:
+        raise SystemExit(f"the tokenizer has no {SEPARATOR}")
+    chunks = [ids[i:i + window] for i in range(0, len(ids), window)]
+    total = 0.0
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(chunks), batch):
+            group = chunks[start:start + batch]
+            length = max(len(c) for c in group)
+            inp = torch.full((len(group), length + 1), sep, dtype=torch.long)
+            mask = torch.zeros((len(group), length + 1), dtype=torch.long)
+            for j, c in enumerate(group):
+                inp[j, 1:len(c) + 1] = torch.tensor(c)
+                mask[j, :len(c) + 1] = 1
+            logits = model(input_ids=inp, attention_mask=mask).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), inp[:, 1:].reshape(-1),
+                                                    reduction="none").view(len(group), length)
+            total += float((nll * mask[:, 1:]).double().sum())
+    n_bytes = len(text.encode("utf-8"))
+    return {"nll_sum": total, "tokens": len(ids), "bytes": n_bytes, "loss": total / len(ids),
+            "bits_per_byte": total / math.log(2) / n_bytes}
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+
+
+def vocabshift_model(method: str, inputs: dict[str, Any], out: Path, **changes: Any) -> dict[str, Any]:
+    from vocabshift.corpus import corpus_from_paths
+    from vocabshift.init.apply import InitConfig, init_model
+
+    t0 = time.perf_counter()
+    fields: dict[str, Any] = {
+        "method": method, "model": str(inputs["model"]), "tokenizer": str(inputs["tokenizer"]), "out": str(out),
+        "source_vectors": str(inputs["ft_eng"]), "target_vectors": str(inputs["ft_spa"]),
+        "dictionary": str(inputs["dictionary"]), "corpus": corpus_from_paths(inputs["texts"]["spa_train_path"]),
+        "threads": 2, "device": "cpu", "force": True}
+    fields.update(changes)
+    config = InitConfig(**fields)
+    report = init_model(config).report
+    return {"init_seconds": time.perf_counter() - t0, "report": report}
+
+
+def package_rows(name: str, inputs: dict[str, Any], python: Path) -> Path:
+    """Rows of a PyPI package on the same inputs (run once in the peers' venv, cached)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _inputs
+    import init_speed
+
+    out = QUALITY / f"{name}"
+    stamp = out / "inputs.json"
+    key = {k: str(v) for k, v in inputs.items() if k != "texts"}
+    if (out / "rows.npy").exists() and stamp.exists() and json.loads(stamp.read_text()) == key:
+        return out / "rows.npy"
+    shutil.rmtree(out, ignore_errors=True)
+    spec: dict[str, Any] = {"model": str(inputs["model"]), "tokenizer": str(inputs["tokenizer"]), "threads": 2,
+                            "out": str(out)}
+    if name == "wechsel-package":
+        spec.update(kind="peer_wechsel", source_vectors=str(inputs["ft_eng"]), target_vectors=str(inputs["ft_spa"]),
+                    dictionary=str(inputs["dictionary"]))
+    else:
+        spec.update(kind="peer_focus", corpus=inputs["texts"]["spa_train_path"])
+    env = {k: v for k, v in _inputs.OFFLINE_ENV.items() if k not in ("XDG_CACHE_HOME", "HF_HOME")}
+    init_speed.run_child(python, spec, f"quality.{name}", env)
+    stamp.write_text(json.dumps(key))
+    return out / "rows.npy"
+
+
+def with_rows(model_dir: Path, rows_path: Path) -> Any:
+    """The model of ``model_dir`` with its (tied) embedding matrix replaced by the rows in ``rows_path``."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    rows = torch.from_numpy(np.load(rows_path)).float()
+    emb = model.get_input_embeddings().weight
+    if rows.shape[0] > emb.shape[0] or rows.shape[1] != emb.shape[1]:
+        raise SystemExit(f"{rows_path}: rows of shape {tuple(rows.shape)} do not fit {tuple(emb.shape)}")
+    with torch.no_grad():
+        emb[:rows.shape[0]] = rows
+    if not model.config.tie_word_embeddings:
+        raise SystemExit("expected a tied decoder (SmolLM2)")
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "n/a" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def analysis(rows: list[dict[str, Any]]) -> str:
+    """What the step-0 numbers say, from the rows measured."""
+    by = {r["label"]: r for r in rows if not r.get("error")}
+
+    def bpb(label: str, key: str = "bible") -> float:
+        return by[label]["eval"][key]["bits_per_byte"] if label in by else float("nan")
+
+    def fallback(label: str) -> int:
+        return (by.get(label, {}).get("counts") or {}).get("fallback", 0)
+
+    parts = []
+    if "mean" in by:
+        loss = by["mean"]["eval"]["bible"]["loss"]
+        parts.append(
+            f"`mean` gives every computed row the same vector, so with a tied decoder every one of those tokens gets the "
+            f"same logit: the model predicts nearly uniformly over the vocabulary, loss {loss:.3f} nats against "
+            f"ln 32,000 = {math.log(32000):.3f}. "
+            f"That is the bar a step-0 init has to clear; `random` ({bpb('random'):.2f} bits/byte) is far worse than "
+            f"uniform, because random output rows make confident wrong predictions.")
+    if "wechsel" in by and "wechsel (package)" in by:
+        gap = bpb("wechsel") - bpb("wechsel (package)")
+        text = (f"WECHSEL is worse than uniform here, in both implementations ({bpb('wechsel'):.3f} and "
+                f"{bpb('wechsel (package)'):.3f} bits/byte): its fallback rows are random draws, {fallback('wechsel'):,} "
+                f"of them in vocabshift, and they weigh on a tied decoder as the `random` row shows")
+        if "wechsel, `fallback: mean`" in by:
+            text += (f"; the same rows with `fallback: mean` score {bpb('wechsel, `fallback: mean`'):.3f} "
+                     f"(UDHR {bpb('wechsel, `fallback: mean`', 'udhr'):.3f})")
+        text += (f". vocabshift's WECHSEL is {abs(gap):.3f} bits/byte {'behind' if gap > 0 else 'ahead of'} the package "
+                 f"on the held-out Bible and {bpb('wechsel', 'udhr') - bpb('wechsel (package)', 'udhr'):+.3f} on UDHR.")
+        if "wechsel, in the package's aligned space" in by:
+            text += (f" In the package's aligned space it scores {bpb(PACKAGE_SPACE):.3f}, so its own alignment is not "
+                     "what costs it: in the same space the rows differ only where the package's neighbours tie at the "
+                     "10th place or include a token vocabshift excludes (see `init_speed`), and in the fallback rows: "
+                     f"vocabshift draws {fallback('wechsel'):,} at random (the {FACTS.get('partial', 0):,} byte-level "
+                     "tokens that are not whole UTF-8 characters, and tokens whose composed vector is zero), the package "
+                     f"{FACTS.get('package_fallback', 0):,} (it gives the partial-UTF-8 tokens the vector of \"�\" "
+                     "instead). The gap is those extra random rows.")
+        parts.append(text)
+    if "focus" in by:
+        parts.append(
+            f"FOCUS draws most rows at random in both implementations ({fallback('focus'):,} of 32,000 in vocabshift): "
+            "its token-level fastText model only has vectors for tokens seen often enough (minCount 5 in vocabshift, 10 "
+            "in deepfocus) in 3.7 MB of text, and most of a 32,000-token vocabulary is rarer than that.")
+    if "fvt" in by and "ofa" in by:
+        parts.append(
+            f"Best at step 0: `fvt` ({bpb('fvt'):.3f}), then `ofa` ({bpb('ofa'):.3f}) and `factorized` "
+            f"({bpb('factorized'):.3f}): methods that copy the {by['fvt']['counts']['copied']:,} shared tokens' rows and "
+            "leave few or no random rows. Step 0 says little about where training ends (the issue's point); the column "
+            "after training is pending.")
+    return "\n\n".join(parts)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ["model", "init", "held-out Bible: loss (nats/token)", "bits/byte", "UDHR: loss", "bits/byte",
+            "rows copied / computed / fallback", "init time (s)", "after N embeddings-only steps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['label']} | {r['init']} | failed: {r['error']} | | | | | | {PENDING} |")
+            continue
+        b, u = r["eval"]["bible"], r["eval"]["udhr"]
+        counts = r.get("counts")
+        origin = "n/a" if counts is None else " / ".join(f"{counts.get(k, 0):,}" for k in ("copied", "computed", "fallback"))
+        lines.append("| " + " | ".join([
+            r["label"], r["init"], _fmt(b["loss"]), f"**{_fmt(b['bits_per_byte'])}**", _fmt(u["loss"]),
+            f"**{_fmt(u['bits_per_byte'])}**", origin, _fmt(r.get("init_seconds"), 1),
+            "n/a (reference)" if r["init"] == "none" else PENDING]) + " |")
+    return "\n".join(lines)
+
+
+def doc_section(rows: list[dict[str, Any]], texts: dict[str, str], evals: dict[str, dict[str, float]],
+                inputs: dict[str, Any], args: argparse.Namespace, seconds: float) -> str:
+    def bpb(label: str, key: str = "bible") -> float | None:
+        r = next((r for r in rows if r["label"] == label and not r.get("error")), None)
+        return None if r is None else r["eval"][key]["bits_per_byte"]
+
+    ours, theirs = bpb("wechsel"), bpb("wechsel (package)")
+    ours_u, theirs_u = bpb("wechsel", "udhr"), bpb("wechsel (package)", "udhr")
+    if ours is not None and theirs is not None:
+        parts = [f"{'met' if ours <= theirs else 'missed'} on the held-out Bible (vocabshift {ours:.3f} bits/byte, "
+                 f"the package {theirs:.3f}, {ours - theirs:+.3f})"]
+        if ours_u is not None and theirs_u is not None:
+            parts.append(f"{'met' if ours_u <= theirs_u else 'missed'} on UDHR ({ours_u:.3f} against {theirs_u:.3f}, "
+                         f"{ours_u - theirs_u:+.3f})")
+        goal = "**" + "; ".join(parts) + "**."
+    else:
+        goal = "not measured in this run (wechsel or the package missing)."
+    commands = "\n    ".join(dict.fromkeys(r.get("command", "") for r in rows if r.get("command")))
+    if len(set(r.get("command") for r in rows)) > 1:
+        commands += ("\n\n(the rows come from these invocations, `--merge` adding rows to the last run's; "
+                     "`python benchmarks/init_quality.py` alone gives them all)")
+    t = inputs["texts"]
+    b, u = evals["bible"], evals["udhr"]
+    return f"""## Init quality: SmolLM2-135M moved to Spanish, held-out loss at step 0
+
+Every init method of `vocabshift init` (default options) and the PyPI packages `wechsel` 0.0.4 and `deepfocus`
+1.0.1 on the same inputs as `init_speed` (below): SmolLM2-135M (tied embeddings) with a {inputs['target_vocab']:,}-token
+Spanish byte-level BPE tokenizer, fastText vectors from the two Bibles, FreeDict eng-spa. No training: this is
+step 0. Goal: vocabshift's WECHSEL no worse than the package's at step 0 on identical inputs:
+{goal}
+Measured on {datetime.date.today().isoformat()} with
+
+    {commands}
+
+{table(rows)}
+
+{analysis(rows)}
+
+- Held-out text, never seen by the tokenizer nor the vectors: (1) the last {100 * t['held_out_fraction']:g}% of
+  the Reina-Valera 1909 verses ({t['spa_held_out_verses']:,} verses from "{t['spa_held_out_first'][:40]}..."),
+  the same verses being held out of the English Bible too{'' if not args.eval_bytes else f'; the first {b["bytes"]:,} bytes of them'}:
+  {b['bytes']:,} bytes, {evals['bible_tokens_target']:,} target tokens; (2) UDHR Spanish (out of domain), {u['bytes']:,}
+  bytes, {evals['udhr_tokens_target']:,} target tokens.
+- Loss is the mean NLL per token of that model's tokenizer (not comparable across tokenizers);
+  **bits per byte** = sum of token NLL / ln 2 / UTF-8 bytes of the text, comparable across all rows.
+  The text is tokenized whole and cut into windows of {args.window} tokens, each after `{SEPARATOR}`,
+  so each token is predicted once with up to {args.window - 1} tokens of context.
+- "rows copied / computed / fallback" counts the input-embedding rows of the target vocabulary by origin
+  (`init_report.json`): copied from a source token (shared tokens, for the methods whose paper copies them,
+  and special tokens), computed by the method, or the method's fallback (no vector, no decomposition).
+  "init time" is `init_model` end to end on the 2-core machine (for the packages: their own run).
+- The packages' rows replace the embedding matrix (and so the tied LM head) of the same model; the
+  rest of that model is the source's, as in vocabshift's outputs.
+- After training: the column stays "{PENDING}" until `vocabshift train` lands; then the same
+  held-out texts are to be measured after N embeddings-only steps.
+"""
+
+
+def write_doc(section: str) -> None:
+    block = f"{MARK_START}\n{section.rstrip()}\n{MARK_END}"
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else DOC_HEADER
+    if MARK_START in text and MARK_END in text:
+        before, rest = text.split(MARK_START, 1)
+        after = rest.split(MARK_END, 1)[1]
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=",".join(METHODS + PACKAGES + tuple(VARIANTS)),
+                        help=f"comma-separated, of: {', '.join(METHODS + PACKAGES + tuple(VARIANTS))}")
+    parser.add_argument("--report-only", action="store_true",
+                        help="evaluate nothing: rewrite the doc section from the rows of the last run")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of the last run for the methods not run now (same texts required)")
+    parser.add_argument("--eval-bytes", type=int, default=DEFAULT_EVAL_BYTES,
+                        help=f"cap on the held-out Bible text (bytes, cut at a verse; default {DEFAULT_EVAL_BYTES:,}: "
+                             "a forward pass of SmolLM2-135M on 2 CPU cores takes ~80-150 tokens/s); 0: all of it")
+    parser.add_argument("--window", type=int, default=512, help="tokens per evaluation window")
+    parser.add_argument("--batch", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--vocab-size", type=int, default=32_000, help="target tokenizer size")
+    parser.add_argument("--keep-models", action="store_true", help="keep the initialized model folders")
+    parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(ROOT)}")
+    args = parser.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in args.methods if m not in METHODS + PACKAGES + tuple(VARIANTS)]
+    if bad or not args.methods:
+        parser.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS + PACKAGES + tuple(VARIANTS))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _inputs
+
+    os.environ.update({k: v for k, v in _inputs.OFFLINE_ENV.items() if k not in ("XDG_CACHE_HOME", "HF_HOME")})
+    need_peers = any(m in PACKAGES or m == "wechsel-package-space" for m in args.methods)
+    built = _inputs.build_all(args.vocab_size, peers=need_peers)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts = eval_texts(built["texts"], args.eval_bytes or None)
+    QUALITY.mkdir(parents=True, exist_ok=True)
+    target_tok = AutoTokenizer.from_pretrained(str(built["tokenizer"]))
+    source_tok = AutoTokenizer.from_pretrained(str(built["model"]))
+    rows: list[dict[str, Any]] = []
+    command = "python benchmarks/init_quality.py" + "".join(
+        f" {flag} {value}" for flag, value, default in (
+            ("--methods", ",".join(args.methods), ",".join(METHODS + PACKAGES + tuple(VARIANTS))),
+            ("--eval-bytes", args.eval_bytes, DEFAULT_EVAL_BYTES), ("--window", args.window, 512),
+            ("--merge", "" if args.merge else None, None)) if value != default)
+
+    def run_eval(label: str, model: Any, tok: Any) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        out = {k: evaluate(model, tok, v, args.window, args.batch) for k, v in texts.items()}
+        print(f"{label:>28}: bible {out['bible']['bits_per_byte']:.3f} bits/byte (loss {out['bible']['loss']:.3f}), "
+              f"udhr {out['udhr']['bits_per_byte']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return out
+
+    if args.report_only:
+        args.methods = []
+        rows = json.loads((CACHE / "init_quality.json").read_text())
+    else:
+        source = AutoModelForCausalLM.from_pretrained(str(built["model"]), dtype=torch.float32)
+        rows.append({"label": "source model, its own tokenizer", "init": "none",
+                     "eval": run_eval("source", source, source_tok)})
+        del source
+
+    template: Path | None = None  # a vocabshift output with the target vocabulary, for the packages' rows
+    for method in [m for m in args.methods if m in METHODS]:
+        out = QUALITY / f"model-{method}"
+        try:
+            made = vocabshift_model(method, built, out)
+            model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+            counts = made["report"]["matrices"]["input_embeddings"]["counts"]
+            rows.append({"label": method, "init": "vocabshift", "counts": counts,
+                         "init_seconds": made["init_seconds"], "eval": run_eval(method, model, target_tok)})
+            (QUALITY / f"report-{method}.json").write_text(json.dumps(made["report"], indent=1, default=str,
+                                                                      ensure_ascii=False))
+            del model
+        except Exception as err:  # report the failure in the table and go on with the others
+            traceback.print_exc()
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            rows.append({"label": method, "init": "vocabshift", "error": f"{type(err).__name__}: {first}"})
+            continue
+        if template is None:
+            template = out
+        elif not args.keep_models:
+            shutil.rmtree(out, ignore_errors=True)
+
+    for name in [m for m in args.methods if m in PACKAGES]:
+        label = "wechsel (package)" if name == "wechsel-package" else "focus (deepfocus package)"
+        if template is None:
+            made_at = QUALITY / "model-template"
+            vocabshift_model("mean", built, made_at)
+            template = made_at
+        try:
+            t0 = time.perf_counter()
+            rows_path = package_rows(name, built, built["peers_python"])
+            seconds = None
+            result_file = CACHE / "speed" / f"quality.{name}.result.json"
+            if result_file.exists():
+                seconds = json.loads(result_file.read_text())["seconds"]
+            model = with_rows(template, rows_path)
+            counts = None
+            rows.append({"label": label, "init": "package", "counts": counts,
+                         "init_seconds": seconds if seconds is not None else time.perf_counter() - t0,
+                         "eval": run_eval(label, model, target_tok)})
+            del model
+        except SystemExit as err:
+            rows.append({"label": label, "init": "package", "error": str(err).splitlines()[0][:200]})
+
+    for name in [m for m in args.methods if m in VARIANTS]:
+        out = QUALITY / f"model-{name}"
+        try:
+            if name == "wechsel-mean-fallback":
+                changes: dict[str, Any] = {"options": {"fallback": "mean"}}
+            else:
+                import init_speed
+
+                package_rows("wechsel-package", built, built["peers_python"])  # its align.npy: the package's W
+                rotated = init_speed.rotated_source_vectors(Path(built["ft_eng"]), QUALITY / "wechsel-package" / "align.npy")
+                changes = {"aligned": True, "source_vectors": str(rotated), "dictionary": None}
+            made = vocabshift_model("wechsel", built, out, **changes)
+            model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+            rows.append({"label": VARIANTS[name], "init": "vocabshift",
+                         "counts": made["report"]["matrices"]["input_embeddings"]["counts"],
+                         "init_seconds": made["init_seconds"], "eval": run_eval(name, model, target_tok)})
+            del model
+        except Exception as err:
+            traceback.print_exc()
+            rows.append({"label": VARIANTS[name], "init": "vocabshift",
+                         "error": f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"})
+        if not args.keep_models:
+            shutil.rmtree(out, ignore_errors=True)
+
+    if template is not None and not args.keep_models:
+        shutil.rmtree(template, ignore_errors=True)
+    for r in rows:
+        r.setdefault("command", command)
+    if args.merge and not args.report_only and (CACHE / "init_quality.json").exists():
+        previous = json.loads((CACHE / "init_quality.json").read_text())
+        for r in previous:
+            r.setdefault("command", "python benchmarks/init_quality.py")
+        have = {r["label"] for r in rows}
+        order = [r["label"] for r in previous] + [r["label"] for r in rows if r["label"] not in
+                                                  {p["label"] for p in previous}]
+        merged = {r["label"]: r for r in previous if r["label"] not in have}
+        merged.update({r["label"]: r for r in rows})
+        rows = [merged[label] for label in order if label in merged]
+    evals = {"bible": rows[0]["eval"]["bible"], "udhr": rows[0]["eval"]["udhr"],
+             "bible_tokens_target": len(target_tok(texts["bible"], add_special_tokens=False)["input_ids"]),
+             "udhr_tokens_target": len(target_tok(texts["udhr"], add_special_tokens=False)["input_ids"])}
+    seconds = time.perf_counter() - t_start
+    (CACHE / "init_quality.json").write_text(json.dumps(rows, indent=1, default=str))
+    from vocabshift.tokenization.surface import surface_forms
+
+    FACTS["partial"] = sum(1 for x in surface_forms(target_tok) if x.kind in ("byte", "partial"))
+    fb = QUALITY / "wechsel-package" / "fallback.json"
+    if fb.exists():
+        FACTS["package_fallback"] = len(json.loads(fb.read_text()))
+    print()
+    print(table(rows))
+    print(f"\nwhole run: {seconds / 60:.1f} min")
+    if not args.no_write:
+        info = {"texts": built["texts"], "target_vocab": len(target_tok)}
+        write_doc(doc_section(rows, texts, evals, info, args, seconds))
+        print(f"wrote the init_quality section of {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
