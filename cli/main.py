@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded unless the user asks
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not {"--verbose", "-v", "--debug"} & set(argv):
+        # transformers' own "Loading weights" / "Writing model shards" bars; vocabshift logs its own progress
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         # Standalone mode: usage errors print click's message and exit 2; library errors come out here.
         app(args=argv, prog_name="vocabshift", standalone_mode=True)
