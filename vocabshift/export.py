@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 EXPORT_REPORT_FILE = "export_report.json"
 ADAPTER_DIR = "adapter"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-FP32_TOLERANCE = 1e-3
+FP32_TOLERANCE = 1e-4  # relative to the largest logit (at least 1): see _verify
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                     "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
 _STAGE_REPORTS = ("init_report.json", "extend_report.json", "prune_report.json")
@@ -258,14 +258,18 @@ def _verify(directory: Path, probe: Any, reference: Any, dtype: Any, tied: bool)
     with torch.no_grad():
         logits = model(input_ids=probe).logits.float()
     diff = float((logits - reference).abs().max())
+    # Merging LoRA into the weights changes the order of fp32 sums; over a deep model that moves logits by
+    # a few 1e-5 of their size (SmolLM2-135M, 30 layers: 1.0e-3 on logits of ~20-30), so the bound scales with them.
+    scale = max(1.0, float(reference.abs().max()))
+    tolerance = FP32_TOLERANCE * scale
     reloaded_tied = locate(model).tied
-    result = {"max_abs_logit_difference": diff, "tied_after_reload": reloaded_tied}
+    result = {"max_abs_logit_difference": diff, "tolerance": tolerance, "tied_after_reload": reloaded_tied}
     if reloaded_tied != tied:
         raise ModelError(f"the exported model reloads {'tied' if reloaded_tied else 'untied'} but was "
                          f"{'tied' if tied else 'untied'}", path=directory)
-    if dtype == torch.float32 and not diff <= FP32_TOLERANCE:
+    if dtype == torch.float32 and not diff <= tolerance:
         raise ModelError(f"the exported model's logits differ from the trained model's by {diff:.2e} "
-                         f"(tolerance {FP32_TOLERANCE})", path=directory,
+                         f"(tolerance {tolerance:.2e} = {FP32_TOLERANCE} x the largest logit)", path=directory,
                          hint="please report this with the run's run.json")
     log.info("verified: reloaded logits within %.2e of the trained model's", diff)
     return result
