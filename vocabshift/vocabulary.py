@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,11 +130,42 @@ def read_id_map(directory: str | Path) -> list[int] | None:
     return list(json.loads(path.read_text())["id_map"])
 
 
+def _prefetch_modeling_code(model_path: str) -> threading.Thread | None:
+    """Import the model's transformers class in a background thread while the tokenizer side runs.
+
+    The model step needs it (even the lean path plans on a meta-device model), and importing
+    transformers' modeling code takes 2-3 s, mostly spent outside the tokenizer work's hot loops.
+    """
+    config_file = Path(model_path) / "config.json"
+    # Only when the tokenizer side does not import transformers itself (tokenizer.json is read directly),
+    # so that the two threads never import the same modules at once.
+    if not config_file.is_file() or not (Path(model_path) / "tokenizer.json").is_file():
+        return None
+    try:
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return None
+
+    def work() -> None:
+        try:
+            import transformers
+
+            for arch in architectures:
+                getattr(transformers, arch, None)
+        except Exception as err:  # only a warm-up: the model step reports real problems itself
+            log.debug("prefetching the modeling code failed: %s", err)
+
+    thread = threading.Thread(target=work, name="vocabshift-prefetch", daemon=True)
+    thread.start()
+    return thread
+
+
 def prune(config: PruneConfig) -> VocabularyResult:
     """Prune the source vocabulary to the kept scripts/frequent tokens; write model, tokenizer, id_map, report."""
     from vocabshift.tokenization.prune import build_keep_set, prune_tokenizer, write_pruned_tokenizer
 
     out = check_output_path(config.out, config.force)
+    prefetch = _prefetch_modeling_code(config.model)
     source = load_source_tokenizer(config.model)
     texts = iter_corpus(config.keep_corpus) if config.keep_corpus is not None else None
     keep = build_keep_set(source, keep_scripts=config.keep_scripts, texts=texts, min_count=config.min_count)
@@ -142,6 +174,9 @@ def prune(config: PruneConfig) -> VocabularyResult:
                               "source_vocab_size": source.vocab_size, "vocab_size": len(pruned.id_map),
                               "tokens": pruned.report.as_dict()}
     id_map = pruned.id_map
+    if prefetch is not None:
+        # Joined before anything else may import transformers: a half-imported module is not usable.
+        prefetch.join()
     with atomic_output_dir(out, force=config.force) as tmp:
         write_pruned_tokenizer(pruned, source, tmp)
         # The tokenizers (hundreds of MB for a 250k vocabulary) are not needed for the weights: free
