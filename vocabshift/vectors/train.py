@@ -110,14 +110,24 @@ def _fasttext_train(text: Path, corpus: CorpusConfig, dest: Path, *, seed: int, 
     pages make it zeros, as upstream, and training deterministic for ``threads=1``.
     """
     result_file = dest.with_name(dest.name + ".result.json")
-    job = {"input": str(text), "dest": str(dest), "result": str(result_file), "seed": seed, "params": params}
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], env=env, check=False)
     named = ", ".join(p for s in corpus.sources for p in s.paths)
-    if not result_file.is_file():
-        raise VectorsError(f"the fastText training process died (exit status {proc.returncode}; out of memory?)",
-                           path=named)
-    result = json.loads(result_file.read_text(encoding="utf-8"))
+    while True:
+        result_file.unlink(missing_ok=True)
+        job = {"input": str(text), "dest": str(dest), "result": str(result_file), "seed": seed, "params": params}
+        proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], env=env, check=False)
+        if not result_file.is_file():
+            raise VectorsError(f"the fastText training process died (exit status {proc.returncode}; out of "
+                               "memory?)", path=named)
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+        # On a tiny corpus the other threads can use up the token budget before thread 0 sees one example;
+        # fastText then reports thread 0's loss, 0/0, as "Encountered NaN". One thread cannot race.
+        if "nan" in str(result.get("error", "")).lower() and int(params.get("thread", 1)) > 1:
+            log.warning("fastText stopped with %r using %s threads on %s; training again with one thread",
+                        result["error"], params["thread"], named)
+            params = {**params, "thread": 1}
+            continue
+        break
     if "error" in result:
         err = result["error"]
         hint = ("lower --min-count or give more text" if "vocabulary" in err.lower() else
