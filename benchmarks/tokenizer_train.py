@@ -546,7 +546,7 @@ Measured on {datetime.date.today().isoformat()} with
   "same vocab" is the share of tokens the two outputs have in common (intersection over union).{wordpiece_note}
 - raw: `Tokenizer.train([file], trainer)` on the source's pipeline around an empty model (`tokenizers`), or `SentencePieceTrainer.train(input=file, ...)` (`sentencepiece`), with the arguments vocabshift passes, mirrored from `vocabshift/tokenization/train.py`.
   It saves the trained `tokenizer.json` or `.model` and nothing else.
-- vocabshift: all that `train_tokenizer` does: load the source with transformers, read the corpus with `vocabshift.corpus`, train, mirror the source's pipeline and special tokens, write the output folder, reload it with `AutoTokenizer` and check it.
+- vocabshift: all that `train_tokenizer` does: load the source (its `tokenizer.json` with `tokenizers`; transformers only for GGUF or `.model`-only sources, and to convert a trained sentencepiece `.model`), read the corpus with `vocabshift.corpus`, train, mirror the source's pipeline and special tokens, write the output folder and check it (re-read without transformers; a full `AutoTokenizer` reload for vocabularies up to 65,536 tokens when transformers is already loaded).
   A corpus of plain UTF-8 text files, like this one, is checked in Python ("check corpus files") and then handed to the trainer as files, as in raw; other corpora are streamed to the trainer through Python during "train".
   Progress bars and trainer logs are off in both.
 - Sources:
