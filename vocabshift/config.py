@@ -44,6 +44,13 @@ class _AlreadyReported(ConfigError):
         super().__init__("(reported above)")
 
 
+def to_json_data(obj: Any) -> Any:
+    """:func:`to_dict`, with anything JSON cannot hold (tensors, paths in odd places) turned into strings."""
+    import json
+
+    return json.loads(json.dumps(to_dict(obj), default=str))
+
+
 def _check_type(value: Any, hint: Any, where: str, errors: list[str] | None = None) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)

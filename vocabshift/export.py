@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 from vocabshift.config import ConfigMixin
 from vocabshift.errors import ConfigError, ModelError
 from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.tokenization.source import copy_tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ EXPORT_REPORT_FILE = "export_report.json"
 ADAPTER_DIR = "adapter"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 FP32_TOLERANCE = 1e-4  # relative to the largest logit (at least 1): see _verify
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                    "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
 _STAGE_REPORTS = ("init_report.json", "extend_report.json", "prune_report.json")
 
 
@@ -100,17 +98,6 @@ def _probe_ids(tokenizer: Any, vocab_size: int) -> Any:
     spread = torch.linspace(0, vocab_size - 1, 48).long().tolist()
     ids = (ids + spread)[:48]
     return torch.tensor(ids, dtype=torch.long).view(2, 24)
-
-
-def _copy_tokenizer(src: Path, dst: Path) -> list[str]:
-    copied = []
-    for f in sorted(src.iterdir()):
-        if f.is_file() and (f.name in _TOKENIZER_FILES or f.suffix == ".model"):
-            shutil.copy2(f, dst / f.name)
-            copied.append(f.name)
-    if "tokenizer.json" not in copied and not any(n.endswith(".model") for n in copied):
-        raise ConfigError("the run's model directory has no tokenizer files (tokenizer.json or a .model)", path=src)
-    return copied
 
 
 def _stage_reports(model_dir: Path) -> dict[str, Any]:
@@ -198,7 +185,7 @@ def export(config: ExportConfig) -> ExportResult:
         if layout.config_tied is not None:
             merged.config.tie_word_embeddings = layout.tied
         save_model(merged, tmp)
-        report["tokenizer_files"] = _copy_tokenizer(model_dir, tmp)
+        report["tokenizer_files"] = copy_tokenizer_files(model_dir, tmp)
         del merged
         if config.verify:
             report["verify"] = _verify(tmp, probe, reference, dtype, layout.tied)

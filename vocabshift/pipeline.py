@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocabshift.config import ConfigMixin, load_yaml, to_dict, validate_dict
+from vocabshift.config import ConfigMixin, load_yaml, to_dict, to_json_data, validate_dict
 from vocabshift.corpus import CorpusConfig, CorpusSource, resolve_files
 from vocabshift.errors import ConfigError, VocabshiftError
 
@@ -617,7 +617,7 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
                                          "resume": resuming, "force": out.exists() and not resuming})
             result = train(cfg)
             return {"steps": result.step, "tokens": result.tokens, "status": result.status,
-                    "metrics": _jsonable(result.metrics)}
+                    "metrics": to_json_data(result.metrics)}
 
         train_stage = add("train", {"training": training, "languages": config.languages,
                                     "eval_documents": config.eval_documents}, target_files, [final_stage], run_train,
@@ -629,7 +629,7 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
 
             result = export(ExportConfig(run=str(train_stage.output), out=str(out), save_adapter=exp.save_adapter,
                                          dtype=exp.dtype))
-            return {"verify": _jsonable(result.report.get("verify"))}
+            return {"verify": to_json_data(result.report.get("verify"))}
 
         export_stage = add("export", {"export": exp}, [], [train_stage], run_export)
         final_model = export_stage.output
@@ -663,18 +663,9 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
 
 def _summary(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+        return {f.name: to_json_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)
                 if f.name not in ("model", "tokenizer")}
-    return _jsonable(obj)
-
-
-def _jsonable(obj: Any) -> Any:
-    data = to_dict(obj)
-    try:
-        json.dumps(data)
-        return data
-    except TypeError:
-        return json.loads(json.dumps(data, default=str))
+    return to_json_data(obj)
 
 
 def _versions() -> dict[str, str]:
@@ -735,7 +726,7 @@ def adapt(recipe: str | Path | dict[str, Any] | AdaptConfig, out: str | Path | N
         summary = s.run(s.output)
         (s.directory / STAGE_FILE).write_text(json.dumps(
             {"stage": s.name, "key": s.key, "seconds": round(time.perf_counter() - t0, 2),
-             "summary": _jsonable(summary)}, indent=2, ensure_ascii=False))
+             "summary": to_json_data(summary)}, indent=2, ensure_ascii=False))
         result.ran.append(s.name)
         if on_stage:
             on_stage(s, "done")

@@ -122,12 +122,23 @@ def _write_id_map(out_dir: Path, source: str, id_map: list[int]) -> None:
     (out_dir / ID_MAP_FILE).write_text(json.dumps(data))
 
 
+def read_id_map_data(directory: str | Path) -> dict[str, Any] | None:
+    """The whole ``id_map.json`` in ``directory`` (source, size, id_map, ...), or None when there is none."""
+    path = Path(directory) / ID_MAP_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["id_map"] = [int(i) for i in data["id_map"]]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"not an id_map file ({err})", path=path) from err
+    return data
+
+
 def read_id_map(directory: str | Path) -> list[int] | None:
     """The ``id_map`` a vocabulary stage wrote into ``directory``, or None when there is none."""
-    path = Path(directory) / ID_MAP_FILE
-    if not path.exists():
-        return None
-    return list(json.loads(path.read_text())["id_map"])
+    data = read_id_map_data(directory)
+    return None if data is None else data["id_map"]
 
 
 def _prefetch_modeling_code(model_path: str) -> threading.Thread | None:

@@ -15,7 +15,6 @@ as ``<0xNN>``; control characters escaped.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,7 @@ from typing import Any
 import torch
 
 from vocabshift.tokenization.surface import Surface
-
-ID_MAP_FILE = "id_map.json"
+from vocabshift.vocabulary import read_id_map
 
 
 @dataclass
@@ -79,10 +77,9 @@ def new_token_ids(model_dir: str | Path, tokenizer: Any, baseline_tokenizer: Any
     from vocabshift.init.apply import match_shared
     from vocabshift.tokenization.surface import surface_forms
 
-    path = Path(model_dir) / ID_MAP_FILE
-    if path.is_file():
-        id_map = json.loads(path.read_text(encoding="utf-8"))["id_map"]
-        return [i for i, src in enumerate(id_map) if int(src) < 0], "id_map"
+    id_map = read_id_map(model_dir)
+    if id_map is not None:
+        return [i for i, src in enumerate(id_map) if src < 0], "id_map"
     target = surface_forms(tokenizer)
     shared = match_shared(surface_forms(baseline_tokenizer), target)
     new = [i for i, (s, m) in enumerate(zip(target, shared, strict=True)) if m < 0 and s.kind != "special"]

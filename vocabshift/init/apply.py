@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocabshift.config import ConfigMixin, from_dict
+from vocabshift.config import ConfigMixin, from_dict, to_json_data
 from vocabshift.corpus import CorpusConfig
 from vocabshift.errors import ConfigError, InitError, ModelError
 from vocabshift.init.base import (
@@ -40,17 +39,14 @@ from vocabshift.init.base import (
     InitResult,
 )
 from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.tokenization.source import copy_tokenizer_files
 from vocabshift.tokenization.surface import Surface
+from vocabshift.vocabulary import ID_MAP_FILE, read_id_map_data
 
 log = logging.getLogger(__name__)
 
 INIT_REPORT_FILE = "init_report.json"
 FACTORIZED_FILE = "factorized_embedding.safetensors"
-ID_MAP_FILE = "id_map.json"
-
-# Files that make up a tokenizer directory (copied into the output as they are).
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                    "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
 _SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
 
 
@@ -233,20 +229,13 @@ def _load_tokenizer(path: str | Path) -> Any:
     return hf
 
 
-def _read_id_map_data(directory: Path) -> dict[str, Any] | None:
-    path = directory / ID_MAP_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
-
-
 def _plan(config: InitConfig, model: Any, copy_overlap: bool) -> _Plan:
     """Decide which target rows are copied from which source rows and which the method computes."""
     from vocabshift.surgery.locate import locate
     from vocabshift.tokenization.surface import surface_forms
 
     model_dir = Path(config.model)
-    id_map_data = _read_id_map_data(model_dir) if model_dir.is_dir() else None
+    id_map_data = read_id_map_data(model_dir) if model_dir.is_dir() else None
     vocab_rows = locate(model).vocab_size
 
     if id_map_data is not None:
@@ -346,21 +335,10 @@ def _static_vectors(config: InitConfig, report: dict[str, Any]) -> tuple[Any, An
         out = Path(tmp) / "alignment"
         result = align_vectors(VectorsAlignConfig(source=config.source_vectors, target=config.target_vectors,
                                                   dictionary=config.dictionary, out=str(out)))
-        report["vectors"] = {"aligned_here": True, "alignment": _jsonable(result)}
+        report["vectors"] = {"aligned_here": True, "alignment": to_json_data(result)}
         src, tgt = load_aligned(out)
         # load_aligned may read lazily from the files named in alignment.json, which stay where they are.
         return src, tgt
-
-
-def _jsonable(obj: Any) -> Any:
-    from vocabshift.config import to_dict
-
-    data = to_dict(obj)
-    try:
-        json.dumps(data)
-        return data
-    except TypeError:
-        return str(data)
 
 
 def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: dict[str, Any]) -> dict[str, Any]:
@@ -426,20 +404,9 @@ def _bias_rows(bias: Any, n_new: int, source_rows: list[int]) -> Any:
     return src.mean().expand(n_new).clone().to(bias.dtype)
 
 
-def _copy_tokenizer(directory: Path, dst: Path) -> list[str]:
-    copied = []
-    for f in sorted(directory.iterdir()):
-        if f.is_file() and (f.name in _TOKENIZER_FILES or f.suffix == ".model"):
-            shutil.copy2(f, dst / f.name)
-            copied.append(f.name)
-    if "tokenizer.json" not in copied and not any(n.endswith(".model") for n in copied):
-        raise ConfigError("no tokenizer files (tokenizer.json or a sentencepiece .model) found", path=directory)
-    return copied
-
-
 def _save_tokenizer(plan: _Plan, dst: Path) -> None:
     if plan.tokenizer_dir is not None and plan.tokenizer_dir.is_dir():
-        _copy_tokenizer(plan.tokenizer_dir, dst)
+        copy_tokenizer_files(plan.tokenizer_dir, dst)
     else:  # e.g. a GGUF or a tokenizer given by a file: write it through transformers
         plan.target_hf.save_pretrained(str(dst))
 
@@ -467,7 +434,7 @@ def init_model(config: InitConfig) -> InitOutput:
                               "mode": plan.mode, "source": config.model,
                               "target_tokenizer": str(plan.tokenizer_dir), "config": config.to_dict(),
                               "method_config": method_config.to_dict() if hasattr(method_config, "to_dict")
-                              else _jsonable(method_config),
+                              else to_json_data(method_config),
                               "copy_overlap": copy_overlap, "source_vocab_size": len(plan.source_rows),
                               "target_vocab_size": len(plan.target_surfaces),
                               "shared_tokens": sum(1 for s in plan.shared_compact if s >= 0),
@@ -484,7 +451,7 @@ def init_model(config: InitConfig) -> InitOutput:
         result = run_init_method(method.name, inputs, method_config)
         report.setdefault("matrices", {})[what] = {"counts": result.counts(),
                                                    "seconds": round(time.perf_counter() - t0, 3),
-                                                   "info": _jsonable(result.info)}
+                                                   "info": to_json_data(result.info)}
         return result
 
     in_weight = model.get_parameter(layout.input_weight)

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocabshift.errors import TokenizerError
+from vocabshift.errors import ConfigError, TokenizerError
 
 log = logging.getLogger(__name__)
 
@@ -391,3 +391,26 @@ def _load_with_transformers(path: Path) -> SourceTokenizer:
     log.info("source tokenizer %s: %s, %d tokens%s", path, family.value, source.vocab_size,
              f", sentencepiece model {sp_model.name}" if sp_model else "")
     return source
+
+
+# Files that make up a tokenizer directory, besides a sentencepiece ``*.model``.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+
+
+def copy_tokenizer_files(src: str | Path, dst: str | Path) -> list[str]:
+    """Copy a directory's tokenizer files as they are into ``dst``; returns their names.
+
+    Raises ConfigError when ``src`` holds neither a ``tokenizer.json`` nor a sentencepiece ``.model``.
+    """
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    copied = []
+    for f in sorted(src.iterdir()):
+        if f.is_file() and (f.name in TOKENIZER_FILES or f.suffix == ".model"):
+            shutil.copy2(f, dst / f.name)
+            copied.append(f.name)
+    if "tokenizer.json" not in copied and not any(n.endswith(".model") for n in copied):
+        raise ConfigError("no tokenizer files (tokenizer.json or a sentencepiece .model)", path=src)
+    return copied

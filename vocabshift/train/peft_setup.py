@@ -26,7 +26,6 @@ expert) are left out.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +38,11 @@ from torch import nn
 from vocabshift.errors import ConfigError, ModelError
 from vocabshift.surgery.factorized import FactorizedEmbedding
 from vocabshift.surgery.locate import EmbeddingLayout, locate
+from vocabshift.vocabulary import ID_MAP_FILE, read_id_map
 
 log = logging.getLogger(__name__)
 
 FACTORIZED_FILE = "factorized_embedding.safetensors"
-ID_MAP_FILE = "id_map.json"
 EMBEDDING_MODES = ("all", "new", "frozen")
 _ROUTER_NAMES = ("gate", "router")
 
@@ -130,14 +129,11 @@ def read_new_rows(model_dir: str | Path, vocab_size: int) -> torch.Tensor:
     Rows past the id_map (padding added by ``pad_to_multiple_of``) count as new: no source token owns them.
     """
     path = Path(model_dir) / ID_MAP_FILE
-    if not path.is_file():
+    id_map = read_id_map(model_dir)  # ConfigError "not an id_map file" when malformed
+    if id_map is None:
         raise ConfigError(f"training only new embedding rows needs {ID_MAP_FILE} beside the model",
                           path=path, hint="use a model written by `vocabshift prune`/`extend`/`init`, "
                                           "or train all rows (embeddings: all)")
-    try:
-        id_map = json.loads(path.read_text(encoding="utf-8"))["id_map"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"not an id_map file ({err})", path=path) from err
     if len(id_map) > vocab_size:
         raise ConfigError(f"id_map has {len(id_map)} entries but the model has {vocab_size} embedding rows",
                           path=path)
