@@ -39,6 +39,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _docsection import write_section  # noqa: E402  (a sibling module of this script)
+
 CACHE = ROOT / "benchmarks" / ".cache" / "cpt"
 DOC = ROOT / "docs" / "benchmarks.md"
 MARK_START = "<!-- cpt_throughput:start -->"
@@ -273,15 +276,8 @@ def render(args: argparse.Namespace, rows: list[dict[str, Any]], where: str) -> 
 
 
 def write_doc(section: str) -> None:
-    """Replace this script's section of the doc (re-read now: other scripts write other sections)."""
-    block = f"{MARK_START}\n{section.rstrip()}\n{MARK_END}"
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        text = before + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text, encoding="utf-8")
+    """Replace this script's section of the doc."""
+    write_section(DOC, MARK_START, MARK_END, section)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -51,6 +51,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _docsection import write_section  # noqa: E402  (a sibling module of this script)
+
 CACHE = ROOT / "benchmarks" / ".cache" / "init"
 QUALITY = CACHE / "quality"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -426,15 +429,8 @@ Measured on {datetime.date.today().isoformat()} with
 
 
 def write_doc(section: str) -> None:
-    block = f"{MARK_START}\n{section.rstrip()}\n{MARK_END}"
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else DOC_HEADER
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        after = rest.split(MARK_END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text, encoding="utf-8")
+    """Replace this script's section of the doc."""
+    write_section(DOC, MARK_START, MARK_END, section, DOC_HEADER)
 
 
 # --------------------------------------------------------------------------------------------------
