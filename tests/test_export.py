@@ -102,6 +102,41 @@ def test_factorized_embedding_trains_and_is_materialized(request, spanish, tmp_p
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("primitives_lr", [None, 3e-3])
+def test_factorized_primitives_train_in_their_own_group_and_resume_exactly(request, spanish, tmp_path,  # noqa: F811
+                                                                        primitives_lr):
+    from safetensors.torch import load_file
+
+    from vocabshift.train.checkpoint import TRAINABLE_FILE, list_checkpoints, read_metrics
+
+    model_dir = pico_model("llama_tied", tokenizer_for("llama_tied", request), tmp_path / "model")
+    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+    g = torch.Generator().manual_seed(1)
+    FactorizedEmbedding(torch.randn(vocab, 8, generator=g) * 0.1, torch.randn(8, 32, generator=g)).save(
+        model_dir / "factorized_embedding.safetensors")
+    start = FactorizedEmbedding.load(model_dir / "factorized_embedding.safetensors")
+    settings = {"max_steps": 4, "train_primitives": True, "primitives_lr": primitives_lr, "lora_lr": 2e-3,
+                "schedule": "constant", "warmup_steps": 0, "save_every": 2}
+    ref = train(train_config(model_dir, spanish, tmp_path / "ref", **settings))
+    assert ref.parameters["trainable"]["primitives"] == 8 * 32
+    assert ref.parameters["trainable"]["embeddings"] == vocab * 8
+    emb = ref.model.get_base_model().get_input_embeddings()
+    assert not torch.equal(emb.primitives, start.primitives)
+    # The primitives are shared by every row: their learning rate is the LoRA one unless given.
+    lrs = [m["lr"] for m in read_metrics(ref.run_dir) if "lr" in m]
+    expected = 2e-3 if primitives_lr is None else primitives_lr
+    assert all(lr["primitives"] == pytest.approx(expected) and lr["embeddings"] == pytest.approx(1e-2) for lr in lrs)
+
+    out = tmp_path / "run"
+    first = train(train_config(model_dir, spanish, out, **settings), callbacks=[lambda info: info.step == 2])
+    assert first.step == 2
+    train(train_config(model_dir, spanish, out, resume=True, **settings))
+    final, want = (load_file(str(list_checkpoints(r)[-1] / TRAINABLE_FILE)) for r in (out, ref.run_dir))
+    assert final.keys() == want.keys() and any("primitives" in k for k in want)
+    for name in want:
+        assert torch.equal(final[name], want[name]), name
+
+
 def test_saved_adapter_loads_with_peft_on_the_runs_model(trained, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -85,6 +85,10 @@ class TrainConfig(ConfigMixin):
     embedding_lr: float = field(default=5e-4, metadata={"help": "Peak learning rate of the embeddings, head "
                                                                 "and bias."})
     lora_lr: float = field(default=2e-4, metadata={"help": "Peak learning rate of the LoRA adapters."})
+    primitives_lr: float | None = field(default=None, metadata={
+        "help": "Peak learning rate of a factorized embedding's primitives (OFA, factorized init); default: "
+                "lora_lr. Every row is coordinates @ primitives, so a step on the primitives moves the whole "
+                "vocabulary at once: at embedding_lr it undoes the init (measured, docs/training.md)."})
     weight_decay: float = field(default=0.0, metadata={
         "help": "AdamW weight decay of the LoRA adapters (embeddings are never decayed)."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
@@ -149,8 +153,10 @@ class TrainConfig(ConfigMixin):
         for tracker in self.log_with:
             if tracker not in TRACKERS:
                 raise ConfigError(f"log_with: unknown tracker {tracker!r} (choose from {', '.join(TRACKERS)})")
-        for name in ("embedding_lr", "lora_lr"):
+        for name in ("embedding_lr", "lora_lr", "primitives_lr"):
             value = getattr(self, name)
+            if value is None:
+                continue
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a non-negative number, got {value}")
         if self.weight_decay < 0:

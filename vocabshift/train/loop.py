@@ -10,7 +10,8 @@ the main process saves.
 Each optimizer step: ``gradient_accumulation_steps`` micro-batches, the mean loss (across processes)
 checked for NaN/inf *before* the update, gradient clipping (a non-finite norm also stops the run),
 AdamW (fused on CUDA) with two parameter groups, ``embeddings`` and ``lora``, each with its own
-learning rate and schedule (the ``lora`` group stays at 0 during ``embeddings_only_steps``).
+learning rate and schedule (the ``lora`` group stays at 0 during ``embeddings_only_steps``), and a
+third, ``primitives``, for the shared factor of a factorized (OFA) embedding when it trains.
 
 Stopping: Ctrl-C (SIGINT) sets a flag that the loop honours at the next step boundary: it saves a
 checkpoint and raises ``KeyboardInterrupt``. A ``KeyboardInterrupt`` raised anywhere else (a second
@@ -331,9 +332,16 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
 
     groups = []
     emb_params, lora_params = setup.parameters("embeddings"), setup.parameters("lora")
+    primitive_params = setup.parameters("primitives")
     lambdas = []
     if emb_params:
         groups.append({"params": emb_params, "lr": config.embedding_lr, "weight_decay": 0.0, "name": "embeddings"})
+        lambdas.append(functools.partial(schedule_factor, start=0, total=total, warmup=_warmup(config, total),
+                                         kind=config.schedule, min_ratio=config.min_lr_ratio))
+    if primitive_params:
+        # Same schedule as the embeddings, but the LoRA-sized learning rate: see TrainConfig.primitives_lr.
+        lr = config.primitives_lr if config.primitives_lr is not None else config.lora_lr
+        groups.append({"params": primitive_params, "lr": lr, "weight_decay": 0.0, "name": "primitives"})
         lambdas.append(functools.partial(schedule_factor, start=0, total=total, warmup=_warmup(config, total),
                                          kind=config.schedule, min_ratio=config.min_lr_ratio))
     if lora_params:

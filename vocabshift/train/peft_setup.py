@@ -58,7 +58,8 @@ class TrainableSetup:
     layout: EmbeddingLayout
     """Where the vocabulary-sized parameters are (located before any wrapping)."""
     groups: dict[str, list[str]] = field(default_factory=dict)
-    """Parameter names (as in ``model.named_parameters()``) per optimizer group: ``embeddings`` and ``lora``."""
+    """Parameter names (as in ``model.named_parameters()``) per optimizer group: ``embeddings``, ``lora`` and,
+    for a factorized embedding whose primitives train, ``primitives``."""
     target_modules: list[str] = field(default_factory=list)
     """Module paths (in the transformers model) that carry LoRA adapters."""
     new_rows: torch.Tensor | None = None
@@ -280,18 +281,20 @@ def setup_trainable(
 
     new_rows = None
     vocab: list[nn.Parameter] = []
+    primitives: list[nn.Parameter] = []
     if embeddings != "frozen":
         if fact is not None:
             vocab.append(fact.coordinates)
             if not fact.freeze_primitives:
-                vocab.append(fact.primitives)
+                # Their own group: shared by every row, they need a smaller learning rate than the rows.
+                primitives.append(fact.primitives)
         else:
             vocab.append(model.get_parameter(layout.input_weight))
         if layout.output_weight is not None and not layout.tied and train_lm_head:
             vocab.append(model.get_parameter(layout.output_weight))
         if layout.output_bias is not None and train_output_bias:
             vocab.append(model.get_parameter(layout.output_bias))
-    for p in vocab:
+    for p in vocab + primitives:
         p.requires_grad_(True)
     if embeddings == "new":
         new_rows = read_new_rows(model_dir, layout.vocab_size)
@@ -301,13 +304,17 @@ def setup_trainable(
                 p.register_hook(hook)
         log.info("training %d new of %d embedding rows", int(new_rows.sum()), layout.vocab_size)
 
-    vocab_ids = {id(p) for p in vocab}
+    vocab_ids, primitive_ids = {id(p) for p in vocab}, {id(p) for p in primitives}
     groups: dict[str, list[str]] = {"embeddings": [], "lora": []}
+    if primitives:
+        groups["primitives"] = []
     for name, p in wrapped.named_parameters():
         if not p.requires_grad:
             continue
         if id(p) in vocab_ids:
             groups["embeddings"].append(name)
+        elif id(p) in primitive_ids:
+            groups["primitives"].append(name)
         elif "lora_" in name:
             groups["lora"].append(name)
         else:
