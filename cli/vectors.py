@@ -24,16 +24,17 @@ def train(
                                      ".parquet; .gz/.xz/.bz2/.zst). Several may follow one --corpus."),
     out: Path = typer.Option(..., "--out", help=field_help(_T, "out")),
     more_corpus: list[str] = typer.Argument(None, hidden=True, help="More corpus paths after --corpus."),
-    dim: int = typer.Option(300, help=field_help(_T, "dim")),
-    epochs: int = typer.Option(5, help=field_help(_T, "epochs")),
+    dim: int = typer.Option(None, help=field_help(_T, "dim") + " [default: 300; token-level: FOCUS's]"),
+    epochs: int = typer.Option(None, help=field_help(_T, "epochs") + " [default: 5; token-level: FOCUS's]"),
     min_count: int = typer.Option(5, help=field_help(_T, "min_count")),
     minn: int = typer.Option(3, help=field_help(_T, "minn")),
     maxn: int = typer.Option(6, help=field_help(_T, "maxn")),
     bucket: int = typer.Option(2_000_000, help=field_help(_T, "bucket")),
     window: int = typer.Option(5, help=field_help(_T, "window")),
-    neg: int = typer.Option(5, help=field_help(_T, "neg")),
+    neg: int = typer.Option(None, help=field_help(_T, "neg") + " [default: 5; token-level: FOCUS's]"),
     lr: float = typer.Option(0.05, help=field_help(_T, "lr")),
-    model: str = typer.Option("skipgram", help=field_help(_T, "model")),
+    model: str = typer.Option(None, help=field_help(_T, "model") + " [default: skipgram; token-level: cbow]"),
+    tokenizer: str = typer.Option(None, "--tokenizer", help=field_help(_T, "tokenizer")),
     threads: int = typer.Option(None, help=field_help(_T, "threads")),
     seed: int = typer.Option(0, help=field_help(_T, "seed")),
     text_field: str = typer.Option("text", help=field_help(_C, "text_field")),
@@ -44,19 +45,28 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help=field_help(_T, "show_progress")),
     force: bool = typer.Option(False, "--force", help=field_help(_T, "force")),
 ) -> None:
-    """Train fastText skipgram vectors with subword n-grams (a .bin that gives any word a vector)."""
+    """Train fastText skipgram vectors with subword n-grams (a .bin that gives any word a vector).
+
+    With --tokenizer: token-level vectors of that tokenizer's tokens (FOCUS's -o token_vectors=...).
+    """
     from vocabshift.vectors import load_vectors, train_vectors
+    from vocabshift.vectors.train import FOCUS_FASTTEXT
+
+    defaults = FOCUS_FASTTEXT if tokenizer else {"model": "skipgram", "dim": 300, "epochs": 5, "neg": 5}
+    given = {"model": model, "dim": dim, "epochs": epochs, "neg": neg}
+    chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
 
     cfg = VectorsTrainConfig(
         corpus=corpus_config(list(corpus) + list(more_corpus or []), text_field=text_field,
                              encoding_errors=encoding_errors, max_bytes=max_bytes, max_lines=max_lines,
                              max_documents=max_documents),
-        out=str(out), dim=dim, epochs=epochs, min_count=min_count, minn=minn, maxn=maxn, bucket=bucket,
-        window=window, neg=neg, lr=lr, model=model, threads=threads, seed=seed, show_progress=progress, force=force,
+        out=str(out), min_count=min_count, minn=minn, maxn=maxn, bucket=bucket, window=window, lr=lr,
+        threads=threads, seed=seed, show_progress=progress, force=force, tokenizer=tokenizer, **chosen,
     )
     path = train_vectors(cfg)
     vectors = load_vectors(path)
-    typer.echo(f"wrote {path}: {len(vectors):,} words, dim {vectors.dim}"
+    what = "tokens" if tokenizer else "words"
+    typer.echo(f"wrote {path}: {len(vectors):,} {what}, dim {vectors.dim}"
                + (f", character {cfg.minn}-{cfg.maxn}-grams" if vectors.has_subwords else ""))
 
 

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokeniz
 from tests.conftest import udhr_lines
 from vocabshift.config import TokenizerTrainConfig
 from vocabshift.corpus import corpus_from_paths
-from vocabshift.errors import ConfigError, InitError
+from vocabshift.errors import ConfigError, InitError, VectorsError
 from vocabshift.init.apply import (
     InitConfig,
     decompositions,
@@ -254,6 +254,46 @@ def test_focus_trains_token_vectors_on_target_text(llama_tied, target_bpe, spani
     assert report["copy_overlap"] is True and report["shared_tokens"] > 100
     assert report["matrices"]["input_embeddings"]["counts"]["computed"] > 0
     assert report["token_vectors"]["target_tokens_with_vector"] > 0
+    assert report["method_config"]["fasttext_model"] == "cbow" and report["method_config"]["fasttext_dim"] == 100
+
+
+def test_focus_takes_a_trained_token_model_and_rejects_another_tokenizers(llama_tied, target_bpe, spanish_file,
+                                                                          tmp_path, capsys):
+    from tests.test_cli import run_cli
+    from vocabshift.vectors import StaticVectors, save_vectors
+
+    corpus = corpus_from_paths([spanish_file])
+    tokens = tmp_path / "tokens.bin"
+    code, stdout, _ = run_cli(capsys, "vectors", "train", "--corpus", spanish_file, "--tokenizer", target_bpe,
+                              "--out", tokens, "--threads", "1", "--no-progress")
+    assert code == 0 and "tokens, dim 100" in stdout
+    given = tmp_path / "given"
+    init_model(InitConfig(method="focus", model=str(llama_tied), tokenizer=str(target_bpe), out=str(given),
+                          options={"token_vectors": str(tokens)}))
+    # The same vectors trained inside init (same corpus, seed, one thread) give the same rows.
+    trained = tmp_path / "trained"
+    init_model(InitConfig(method="focus", model=str(llama_tied), tokenizer=str(target_bpe), corpus=corpus,
+                          threads=1, out=str(trained)))
+    weights = [AutoModelForCausalLM.from_pretrained(d).get_input_embeddings().weight for d in (given, trained)]
+    assert torch.equal(weights[0], weights[1])
+    assert _report(given)["token_vectors"]["source"] == str(tokens)
+
+    # Vectors of another (larger) tokenizer, and word vectors that are not token-level at all.
+    n = len(AutoTokenizer.from_pretrained(target_bpe))
+    other = tmp_path / "other.vec"
+    save_vectors(StaticVectors([f"t{n + 5}", "t3"], np.ones((2, 4), dtype=np.float32)), other)
+    words = tmp_path / "words.vec"
+    save_vectors(StaticVectors(["hola", "casa"], np.ones((2, 4), dtype=np.float32)), words)
+    out = tmp_path / "bad"
+    with pytest.raises(VectorsError, match=f"token id {n + 5} but the target tokenizer has {n} tokens"):
+        init_model(InitConfig(method="focus", model=str(llama_tied), tokenizer=str(target_bpe), out=str(out),
+                              options={"token_vectors": str(other)}))
+    with pytest.raises(VectorsError, match="not a token-level model"):
+        init_model(InitConfig(method="focus", model=str(llama_tied), tokenizer=str(target_bpe), out=str(out),
+                              options={"token_vectors": str(words)}))
+    with pytest.raises(ConfigError, match="fasttext_model must be cbow or skipgram"):
+        InitConfig(method="focus", model=str(llama_tied), out=str(out), options={"fasttext_model": "glove"})
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("cfg, message", [

@@ -30,7 +30,7 @@ from typing import Any
 
 from vocabshift.config import ConfigMixin, from_dict, to_json_data
 from vocabshift.corpus import CorpusConfig
-from vocabshift.errors import ConfigError, InitError, ModelError
+from vocabshift.errors import ConfigError, InitError, ModelError, VectorsError
 from vocabshift.init.base import (
     REQUIRES_ALIGNED,
     REQUIRES_DECOMPOSITIONS,
@@ -341,7 +341,8 @@ def _static_vectors(config: InitConfig, report: dict[str, Any]) -> tuple[Any, An
         return src, tgt
 
 
-def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: dict[str, Any]) -> dict[str, Any]:
+def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: dict[str, Any],
+            method_config: Any = None) -> dict[str, Any]:
     """The InitInputs fields the method requires (everything but the embedding matrix)."""
     import torch
 
@@ -378,20 +379,39 @@ def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: d
             "target_tokens": len(plan.target_surfaces),
             "token_vector_seconds": round(time.perf_counter() - t0, 3)})
     elif REQUIRES_TARGET_TOKEN in requires:
-        if config.corpus is None:
-            raise ConfigError(f"{config.method} trains token-level fastText on target text tokenized by the "
-                              "target tokenizer: give a corpus (--corpus)")
         from vocabshift.vectors import token_id_vectors, train_token_vectors
 
         t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="vocabshift-focus-") as tmp:
-            vecs = train_token_vectors(plan.target_hf, config.corpus, Path(tmp) / "tokens.bin",
-                                       threads=config.threads, seed=config.seed)
+        given = getattr(method_config, "token_vectors", None)
+        if given is not None:
+            from vocabshift.vectors import load_vectors
+            from vocabshift.vectors.train import TOKEN_WORD
+
+            vecs = load_vectors(given)
+            ids = [int(m.group(1)) for w in vecs.words if (m := TOKEN_WORD.fullmatch(w))]
+            if ids and max(ids) >= len(plan.target_surfaces):
+                raise VectorsError(f"this token-level model has token id {max(ids)} but the target tokenizer has "
+                                   f"{len(plan.target_surfaces)} tokens: it belongs to another tokenizer", path=given)
             t_vec, t_found = token_id_vectors(vecs, len(plan.target_surfaces))
+            if not t_found.any():
+                raise VectorsError("no word of this model is a token id of the target tokenizer (t<id>): not a "
+                                   "token-level model", path=given,
+                                   hint="train one with `vocabshift vectors train --tokenizer TARGET`")
+        elif config.corpus is None:
+            raise ConfigError(f"{config.method} trains token-level fastText on target text tokenized by the "
+                              "target tokenizer: give a corpus (--corpus), or a trained model (-o token_vectors=PATH)")
+        else:
+            ft = {k: getattr(method_config, f"fasttext_{k}") for k in ("model", "dim", "epochs", "min_count")
+                  if hasattr(method_config, f"fasttext_{k}")}
+            with tempfile.TemporaryDirectory(prefix="vocabshift-focus-") as tmp:
+                vecs = train_token_vectors(plan.target_hf, config.corpus, Path(tmp) / "tokens.bin",
+                                           threads=config.threads, seed=config.seed, **ft)
+                t_vec, t_found = token_id_vectors(vecs, len(plan.target_surfaces))
         kw["target_token_vectors"] = torch.as_tensor(t_vec, dtype=torch.float32)
         kw["target_vector_mask"] = torch.as_tensor(t_found, dtype=torch.bool)
         report["token_vectors"] = {"target_tokens_with_vector": int(kw["target_vector_mask"].sum()),
                                    "target_tokens": len(plan.target_surfaces),
+                                   "source": str(given) if given is not None else "trained",
                                    "train_seconds": round(time.perf_counter() - t0, 3)}
     return kw
 
@@ -439,7 +459,7 @@ def init_model(config: InitConfig) -> InitOutput:
                               "target_vocab_size": len(plan.target_surfaces),
                               "shared_tokens": sum(1 for s in plan.shared_compact if s >= 0),
                               "parameters_before": parameter_count(model)}
-    kw = _inputs(config, plan, method.requires, report)
+    kw = _inputs(config, plan, method.requires, report, method_config)
     rows_t = torch.tensor(plan.source_rows, dtype=torch.long)
     copy_t = kw["copy"]
     compute_mask = copy_t < 0

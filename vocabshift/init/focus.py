@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vocabshift.config import ConfigMixin
+from vocabshift.errors import ConfigError
 from vocabshift.init._common import (
     check_fallback,
     check_positive,
@@ -41,6 +42,7 @@ from vocabshift.init._common import (
 )
 from vocabshift.init.base import FALLBACK, REQUIRES_TARGET_TOKEN, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
+from vocabshift.vectors.train import FOCUS_FASTTEXT
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +100,24 @@ class FocusConfig(ConfigMixin):
     candidates: int = field(default=64, metadata={
         "help": "Scores looked at first per token before sparsemax; only speed depends on it (the result "
                 "is the exact sparsemax over all shared tokens, the count doubles where needed)."})
+    token_vectors: str | None = field(default=None, metadata={
+        "help": "A token-level fastText model of the target tokenizer to use instead of training one "
+                "(`vocabshift vectors train --tokenizer TARGET`; words are t<id>)."})
+    fasttext_model: str = field(default=FOCUS_FASTTEXT["model"], metadata={
+        "help": "Token-level fastText: cbow (FOCUS's choice, closer to masked LM) or skipgram."})
+    fasttext_dim: int = field(default=FOCUS_FASTTEXT["dim"], metadata={"help": "Token-level fastText dimension."})
+    fasttext_epochs: int = field(default=FOCUS_FASTTEXT["epochs"], metadata={
+        "help": "Token-level fastText epochs."})
+    fasttext_min_count: int = field(default=FOCUS_FASTTEXT["min_count"], metadata={
+        "help": "Tokens seen fewer times in the corpus get no vector (hence the fallback row)."})
 
     def __post_init__(self) -> None:
         check_fallback(self.fallback)
         check_positive(self.candidates, "candidates")
+        for name in ("fasttext_dim", "fasttext_epochs", "fasttext_min_count"):
+            check_positive(getattr(self, name), name)
+        if self.fasttext_model not in ("cbow", "skipgram"):
+            raise ConfigError(f"fasttext_model must be cbow or skipgram, got {self.fasttext_model!r}")
 
 
 @register_init_method(

@@ -45,6 +45,10 @@ class VectorsTrainConfig(ConfigMixin):
     seed: int = field(default=0, metadata={"help": "fastText's random seed."})
     show_progress: bool = field(default=True, metadata={"help": "Show fastText's progress line."})
     force: bool = field(default=False, metadata={"help": "Replace an existing output file."})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "Train token-level vectors of this tokenizer's tokens instead (FOCUS's auxiliary space): the "
+                "corpus is tokenized, each token is the word t<id>, no n-grams. The CLI then defaults to FOCUS's "
+                "settings (cbow, dim 100, 3 epochs, 10 negatives)."})
 
     def __post_init__(self) -> None:
         for name in ("dim", "epochs", "min_count", "bucket", "window", "neg", "lr"):

@@ -38,9 +38,12 @@ from vocabshift.vectors.static import StaticVectors, load_vectors
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TOKEN_WORD", "token_id_vectors", "train_token_vectors", "train_vectors"]
+__all__ = ["FOCUS_FASTTEXT", "TOKEN_WORD", "token_id_vectors", "train_token_vectors", "train_vectors"]
 
 TOKEN_WORD = re.compile(r"t(\d+)")  # how train_token_vectors spells token id i: "t<i>"
+# Token-level fastText as FOCUS's reference implementation trains it (deepfocus 1.0: CBOW, "closer to
+# masked LM", dim 100, 3 epochs, 10 negatives); min_count 5 instead of its 10 (docs/init.md says why).
+FOCUS_FASTTEXT: dict[str, Any] = {"model": "cbow", "dim": 100, "epochs": 3, "min_count": 5, "neg": 10}
 _ENCODE_BATCH = 1024  # documents per tokenizer batch
 
 
@@ -143,8 +146,20 @@ def _install(model_file: Path, out: Path) -> None:
 
 
 def train_vectors(config: VectorsTrainConfig) -> Path:
-    """Train fastText word vectors with subword n-grams on ``config.corpus``; write and return ``config.out``."""
+    """Train fastText word vectors with subword n-grams on ``config.corpus``; write and return ``config.out``.
+
+    With ``config.tokenizer``: token-level vectors of that tokenizer instead (:func:`train_token_vectors`).
+    """
     t0 = time.perf_counter()
+    if config.tokenizer is not None:
+        from vocabshift.tokenization.source import load_source_tokenizer
+
+        tokenizer = load_source_tokenizer(config.tokenizer).backend
+        train_token_vectors(tokenizer, config.corpus, Path(config.out), model=config.model, dim=config.dim,
+                            epochs=config.epochs, min_count=config.min_count, neg=config.neg, window=config.window,
+                            threads=config.threads, seed=config.seed, force=config.force,
+                            show_progress=config.show_progress)
+        return Path(config.out)
     out = check_output_path(config.out, config.force)
     threads = config.threads or os.cpu_count() or 1
     with _scratch_beside(out) as scratch:
@@ -171,9 +186,12 @@ def _backend(tokenizer: Any) -> Any:
     return backend
 
 
-def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, dim: int = 300, epochs: int = 5,
-                        min_count: int = 5, threads: int | None = None, seed: int = 0, window: int = 5,
-                        force: bool = False, show_progress: bool = False) -> StaticVectors:
+def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, model: str = FOCUS_FASTTEXT["model"],
+                        dim: int = FOCUS_FASTTEXT["dim"], epochs: int = FOCUS_FASTTEXT["epochs"],
+                        min_count: int = FOCUS_FASTTEXT["min_count"], neg: int = FOCUS_FASTTEXT["neg"],
+                        threads: int | None = None,
+                        seed: int = 0, window: int = 5, force: bool = False,
+                        show_progress: bool = False) -> StaticVectors:
     """fastText vectors of the target tokenizer's tokens (FOCUS's auxiliary embeddings), written to ``out``.
 
     The corpus is tokenized (no special tokens added) and each token written as ``t<id>``; fastText is
@@ -205,9 +223,9 @@ def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, dim:
     with _scratch_beside(Path(out)) as scratch:
         text = scratch / "tokens.txt"
         documents, _ = _write_lines(lines(), text)
-        _fasttext_train(text, corpus, scratch / "model.bin", model="skipgram", dim=dim, epoch=epochs, minCount=min_count,
-                                minn=0, maxn=0, ws=window, thread=threads or os.cpu_count() or 1, seed=seed,
-                                verbose=2 if show_progress else 0)
+        _fasttext_train(text, corpus, scratch / "model.bin", model=model, dim=dim, epoch=epochs, minCount=min_count,
+                        neg=neg, minn=0, maxn=0, bucket=0, ws=window, thread=threads or os.cpu_count() or 1, seed=seed,
+                        verbose=2 if show_progress else 0)
         _install(scratch / "model.bin", Path(out))
     vectors = load_vectors(out)
     log.info("token-level fastText: %d of %d tokens have a vector (%d documents, %.1f s)",
