@@ -550,3 +550,68 @@ def test_cuda_matches_cpu(name):
     torch.testing.assert_close(gpu.rows, cpu.rows, atol=1e-4, rtol=1e-4)
     assert torch.equal(gpu.origin, cpu.origin)
     _assert_copied(gpu, inputs)
+
+
+# ------------------------------------------------------------------- neighbours: ties and duplicates
+
+
+def _brute_force_neighbours(query, keys, usable, table, k, temperature):
+    """The definition, one query at a time: the k keys of highest cosine, ties to the lower index."""
+    out = torch.zeros(query.shape[0], table.shape[1], dtype=torch.float64)
+    cand = [j for j in range(keys.shape[0]) if usable[j]]
+    # Rounded float64 scores: two dot products with equal vectors can differ in the last float32 bit
+    # (memory alignment picks the SIMD path), which is exactly why the implementation groups equal keys.
+    scores = (query.double() @ keys.double().T).mul(1e9).round().div(1e9)
+    for i in range(query.shape[0]):
+        scored = sorted(cand, key=lambda j: (-float(scores[i, j]), j))[:k]
+        sims = scores[i, scored]
+        w = torch.softmax(sims / temperature, 0)
+        out[i] = (w[:, None] * table[scored].double()).sum(0)
+    return out
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4096])
+def test_neighbour_rows_break_ties_by_lower_index_with_duplicate_keys_and_queries(chunk_size):
+    from vocabshift.init._common import neighbour_rows
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=1)
+    # Keys repeat base vectors (like ĠND and ND sharing one word vector); 9 is unusable.
+    pattern = [0, 1, 0, 2, 1, 3, 0, 4, 5, 1, 2, 0]
+    keys = base[pattern]
+    usable = torch.ones(len(pattern), dtype=torch.bool)
+    usable[9] = False
+    table = torch.randn(len(pattern), 4, generator=g)
+    queries = torch.cat([base[[0, 1, 2]], torch.nn.functional.normalize(torch.randn(4, 5, generator=g), dim=1),
+                         base[[0]]])  # the last query repeats the first
+    for k in (1, 2, 3, 4, 5, 11):
+        got, stats = neighbour_rows(queries, keys, usable, table, neighbours=k, temperature=0.1,
+                                    chunk_size=chunk_size)
+        want = _brute_force_neighbours(queries, keys, usable, table, k, 0.1)
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+        assert torch.equal(got[0], got[-1]) and stats["neighbours"] == k
+    # Query 0 equals key 0's vector, shared by keys 0, 2, 6, 11: with k=2 the two lowest, 0 and 2, are taken.
+    got, stats = neighbour_rows(queries[:1], keys, usable, table, neighbours=2, temperature=0.1, chunk_size=4)
+    torch.testing.assert_close(got[0], (table[0] + table[2]) / 2)
+    assert stats["distinct_neighbours"] == 2 and stats["mean_top1_similarity"] == pytest.approx(1.0)
+
+
+def test_neighbour_rows_tie_reaching_past_the_window_is_resolved_exactly():
+    from vocabshift.init._common import neighbour_rows
+
+    # 30 distinct keys with the same cosine 0.6 to the query (so the tie outlasts the k + 8 window),
+    # and one closer key: the k-1 others must be the lowest-indexed of the tied ones.
+    n = 31
+    keys = torch.zeros(n, n + 1)
+    keys[:, 0] = 0.6
+    keys[torch.arange(n), torch.arange(1, n + 1)] = 0.8
+    keys[n - 1] = torch.nn.functional.normalize(torch.ones(n + 1), dim=0)
+    keys[n - 1, 0] = 0.99
+    keys = torch.nn.functional.normalize(keys, dim=1)
+    query = torch.zeros(1, n + 1)
+    query[0, 0] = 1.0
+    table = torch.randn(n, 3, generator=torch.Generator().manual_seed(0))
+    usable = torch.ones(n, dtype=torch.bool)
+    got, _ = neighbour_rows(query, keys, usable, table, neighbours=4, temperature=0.5, chunk_size=8)
+    want = _brute_force_neighbours(query, keys, usable, table, 4, 0.5)
+    torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)

@@ -282,31 +282,88 @@ def neighbour_rows(
     ``query_vectors`` [n, k] and ``keys`` [V_s, k] are unit rows (:func:`unit_vectors`), so the cosine
     is a dot product; only keys with ``key_usable`` are candidates. ``table`` [V_s, ·] lives on the
     same device. Returns the rows (on that device) and similarity statistics for ``info``.
+
+    ``N_k`` is the ``k`` keys of highest cosine, ties broken by the lower key index: the result does not
+    depend on the top-k routine or the device. Ties are common, not a corner case: byte-level BPE has
+    ``ĠND`` and ``ND``, which get the same word vector. Identical key vectors are therefore scored once
+    (a group of ``c`` keys contributes up to ``c`` neighbours, lowest indices first), and identical query
+    vectors are computed once; this also shrinks the dominant ``n x V_s`` product (by about a third for
+    SmolLM2 -> a Spanish BPE).
     """
-    usable = key_usable.nonzero().squeeze(1)  # candidates only: the product skips keys without a vector
-    cand = keys[usable]
+    n, dev = query_vectors.shape[0], table.device
+    usable = key_usable.nonzero().squeeze(1)
     k = min(neighbours, int(usable.numel()))
-    out = torch.empty(query_vectors.shape[0], table.shape[1], dtype=table.dtype, device=table.device)
-    top1 = topk_mean = top1_weight = 0.0
-    used = torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)
-    for s, e in chunks(query_vectors.shape[0], chunk_size):
-        sims = query_vectors[s:e] @ cand.T  # [chunk, candidates]: the chunk_size x V_s product
-        top, pos = torch.topk(sims, k, dim=1, largest=True, sorted=True)
-        idx = usable[pos]
-        weights = torch.softmax(top / temperature, dim=1)
-        out[s:e] = weighted_rows(idx, weights, table)
-        top1 += float(top[:, 0].double().sum())
-        topk_mean += float(top.double().mean(1).sum())
-        top1_weight += float(weights[:, 0].double().sum())
-        used[idx.flatten()] = True
-    n = max(1, query_vectors.shape[0])
-    stats = {
-        "neighbours": k,
-        "mean_top1_similarity": top1 / n,
-        "mean_topk_similarity": topk_mean / n,
-        "mean_top1_weight": top1_weight / n,
-        "distinct_neighbours": int(used.sum()),
-    }
+    out = torch.zeros(n, table.shape[1], dtype=table.dtype, device=dev)
+    stats: dict[str, float] = {"neighbours": k, "mean_top1_similarity": 0.0, "mean_topk_similarity": 0.0,
+                               "mean_top1_weight": 0.0, "distinct_neighbours": 0}
+    if n == 0 or k == 0:
+        return out, stats
+
+    # Key groups (identical vectors), numbered in the order of their smallest key index, members ascending.
+    ukeys, group, counts = torch.unique(keys[usable], dim=0, return_inverse=True, return_counts=True)
+    first = torch.full((ukeys.shape[0],), usable.numel(), dtype=torch.long, device=group.device)
+    first = first.scatter_reduce(0, group, torch.arange(usable.numel(), device=group.device), "amin")
+    relabel = torch.empty_like(first)
+    relabel[torch.argsort(first)] = torch.arange(first.numel(), device=first.device)
+    group = relabel[group]
+    ukeys, counts = ukeys[torch.argsort(first)], counts[torch.argsort(first)]
+    members = usable[torch.argsort(group, stable=True)]  # key indices, grouped, ascending within a group
+    offsets = counts.cumsum(0) - counts
+    n_groups = int(counts.numel())
+    group_sums = torch.zeros(n_groups, table.shape[1], dtype=table.dtype, device=dev)
+    group_sums.index_add_(0, group.to(dev), table[usable.to(dev)])
+
+    uq, q_inverse, q_counts = torch.unique(query_vectors, dim=0, return_inverse=True, return_counts=True)
+    u_out = torch.empty(uq.shape[0], table.shape[1], dtype=table.dtype, device=dev)
+    window = min(n_groups, k + 8)  # groups looked at per query: the k-th neighbour's group is among the first k
+    used_groups = torch.zeros(n_groups, dtype=torch.bool, device=dev)
+    used_keys = torch.zeros(keys.shape[0], dtype=torch.bool, device=dev)
+    top1 = topk_sum = top1_weight = 0.0
+    steps = torch.arange(k, device=dev)
+    for s, e in chunks(uq.shape[0], chunk_size):
+        sims = uq[s:e] @ ukeys.T  # [chunk, groups]: the chunk_size x V_s product
+        vals, gi = torch.topk(sims, window, dim=1, sorted=True)
+        # Exact order (similarity down, then group = smallest key index up); topk's order among equal
+        # values is unspecified, so sort by group first and then stably by value.
+        order = torch.argsort(gi, dim=1, stable=True)
+        vals, gi = vals.gather(1, order), gi.gather(1, order)
+        order = torch.argsort(vals, dim=1, descending=True, stable=True)
+        vals, gi = vals.gather(1, order), gi.gather(1, order)
+        if window < n_groups:
+            # A tie at the k-th place that reaches the window's edge may continue outside it: full sort.
+            redo = (vals[:, -1] >= vals[:, min(k, window) - 1]).nonzero().squeeze(1)
+            if redo.numel():
+                v, g = torch.sort(sims[redo], dim=1, descending=True, stable=True)
+                vals[redo], gi[redo] = v[:, :window], g[:, :window]
+        cnt = counts.to(dev)[gi]
+        take = torch.minimum((k - (cnt.cumsum(1) - cnt)).clamp_min(0), cnt)  # neighbours from each group
+        expo = torch.exp((vals - vals[:, :1]) / temperature)
+        weight = expo / (take * expo).sum(1, keepdim=True)  # softmax weight of each neighbour in a group
+        full = take == cnt
+        rows = weighted_rows(gi, weight * full, group_sums)
+        # At most one group per query is cut: the first `take` of its members (lowest key indices).
+        cut = (take > 0) & ~full
+        has_cut = cut.any(1)
+        cut_at = cut.float().argmax(1)
+        cut_group = gi.gather(1, cut_at[:, None]).squeeze(1)
+        cut_take = torch.where(has_cut, take.gather(1, cut_at[:, None]).squeeze(1), 0)
+        cut_mask = steps[None, :] < cut_take[:, None]
+        cut_idx = members.to(dev)[(offsets.to(dev)[cut_group][:, None] + steps[None, :]).clamp_max(members.numel() - 1)]
+        cut_w = torch.where(cut_mask, weight.gather(1, cut_at[:, None]), 0.0)
+        rows += weighted_rows(cut_idx, cut_w, table)
+        u_out[s:e] = rows
+
+        mult = q_counts[s:e].to(dev, torch.float64)
+        top1 += float((vals[:, 0].double() * mult).sum())
+        topk_sum += float(((take * vals).double().sum(1) / k * mult).sum())
+        top1_weight += float((weight[:, 0].double() * mult).sum())
+        used_groups[gi[full & (take > 0)]] = True
+        used_keys[cut_idx[cut_mask]] = True
+    used_keys[members.to(dev)[used_groups[torch.repeat_interleave(torch.arange(n_groups, device=dev),
+                                                                   counts.to(dev))]]] = True
+    out = u_out[q_inverse.to(dev)]
+    stats.update(mean_top1_similarity=top1 / n, mean_topk_similarity=topk_sum / n,
+                 mean_top1_weight=top1_weight / n, distinct_neighbours=int(used_keys.sum()))
     return out, stats
 
 
