@@ -297,7 +297,7 @@ def child(spec_path: str) -> None:
                  (tprune, "prune_tokenizer", "prune tokenizer"),
                  (tprune, "_write_output", "write tokenizer files"),
                  (tprune, "_verify_reload", "reload check (tokenizers)"),
-                 (lazy, "_meta_model", "lean: model on the meta device (imports its modeling code)"),
+                 (lazy, "meta_model", "lean: model on the meta device (imports its modeling code)"),
                  (lazy, "_rewrite_file", "lean: stream + rewrite the safetensors file"),
                  (vocabulary, "load_model", "in memory: load model (transformers)"),
                  (vocabulary, "remap_vocab", "in memory: remap_vocab"),

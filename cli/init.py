@@ -58,6 +58,7 @@ def init(
     device: str = typer.Option("auto", "--device", help=field_help(_C, "device")),
     chunk_size: int = typer.Option(4096, "--chunk-size", help=field_help(_C, "chunk_size")),
     threads: int = typer.Option(None, "--threads", help=field_help(_C, "threads")),
+    in_memory: bool = typer.Option(False, "--in-memory", help=field_help(_C, "in_memory")),
     force: bool = typer.Option(False, "--force", help=field_help(_C, "force")),
     list_methods: bool = typer.Option(False, "--list", help="List the init methods and their options, then exit."),
 ) -> None:
@@ -75,7 +76,7 @@ def init(
                      target_vectors=target_vectors, dictionary=dictionary, aligned=aligned, alignment=alignment,
                      corpus=corpus_config(paths) if paths else None, options=_parse_options(list(option or [])),
                      copy_overlap=copy_overlap, pad_to_multiple_of=pad_to_multiple_of, seed=seed, device=device,
-                     chunk_size=chunk_size, threads=threads, force=force)
+                     chunk_size=chunk_size, threads=threads, in_memory=in_memory, force=force)
     result = init_model(cfg)
     report = result.report
     counts = report["matrices"]["input_embeddings"]["counts"]

@@ -206,6 +206,71 @@ def test_after_extend_kept_rows_stay_and_new_rows_are_computed(llama_untied, tar
     assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(ext).get_vocab()
 
 
+def _state(directory: Path, cls=AutoModelForCausalLM) -> dict[str, torch.Tensor]:
+    model = cls.from_pretrained(directory)
+    return {k: v for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("case", ["tied", "untied", "bert", "after_extend", "padded"])
+def test_lean_init_writes_what_the_in_memory_path_writes(case, llama_tied, llama_untied, bert_mlm, target_bpe,
+                                                         tmp_path):
+    from vocabshift.vocabulary import ExtendConfig, extend
+
+    cls = AutoModelForMaskedLM if case == "bert" else AutoModelForCausalLM
+    model = {"tied": llama_tied, "untied": llama_untied, "bert": bert_mlm, "padded": llama_tied}.get(case)
+    cfg = {"method": "fvt", "tokenizer": str(target_bpe)}
+    if case == "after_extend":
+        model = tmp_path / "ext"
+        extend(ExtendConfig(model=str(llama_untied), tokenizer=str(target_bpe), out=str(model)))
+        cfg = {"method": "fvt"}
+    if case == "padded":
+        cfg["pad_to_multiple_of"] = 64
+    lean, full = tmp_path / "lean", tmp_path / "full"
+    init_model(InitConfig(model=str(model), out=str(lean), **cfg))
+    init_model(InitConfig(model=str(model), out=str(full), in_memory=True, **cfg))
+    assert _report(lean)["path"].startswith("lean") and _report(full)["path"].startswith("in memory")
+    a, b = _state(lean, cls), _state(full, cls)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    ca, cb = (json.loads((d / "config.json").read_text()) for d in (lean, full))
+    for key in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings"):
+        assert ca.get(key) == cb.get(key), key
+    assert _report(lean)["parameters_after"] == _report(full)["parameters_after"]
+    assert (json.loads((lean / "id_map.json").read_text()) == json.loads((full / "id_map.json").read_text()))
+
+
+def test_lean_init_keeps_a_bf16_checkpoint_bf16_and_reads_only_vocabulary_tensors(llama_untied, target_bpe,
+                                                                                  tmp_path, monkeypatch):
+    import vocabshift.surgery.checkpoint as checkpoint
+
+    bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(llama_untied, dtype=torch.bfloat16).save_pretrained(bf16)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (llama_untied / f).exists():
+            (bf16 / f).write_bytes((llama_untied / f).read_bytes())
+
+    def no_full_load(*args, **kwargs):
+        raise AssertionError("the lean path loaded the whole model")
+
+    monkeypatch.setattr(checkpoint, "load_model", no_full_load)
+    out = tmp_path / "out"
+    init_model(InitConfig(method="fvt", model=str(bf16), tokenizer=str(target_bpe), out=str(out)))
+    monkeypatch.undo()
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    assert dtypes == {"BF16"}
+    src = AutoModelForCausalLM.from_pretrained(bf16, dtype=torch.bfloat16)
+    new = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16)
+    id_map = torch.tensor(json.loads((out / "id_map.json").read_text())["id_map"])
+    keep = id_map >= 0
+    assert torch.equal(new.get_input_embeddings().weight[keep], src.get_input_embeddings().weight[id_map[keep]])
+    # the body is streamed byte for byte
+    assert torch.equal(new.model.layers[0].mlp.up_proj.weight, src.model.layers[0].mlp.up_proj.weight)
+
+
 def _write_vec(path: Path, words: list[str], vectors: np.ndarray) -> Path:
     lines = [f"{len(words)} {vectors.shape[1]}"] + [w + " " + " ".join(f"{x:.6f}" for x in v)
                                                     for w, v in zip(words, vectors, strict=True)]

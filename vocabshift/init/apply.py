@@ -84,6 +84,9 @@ class InitConfig(ConfigMixin):
     device: str = field(default="auto", metadata={"help": "Where to compute: auto (CUDA when present), cpu, cuda."})
     chunk_size: int = field(default=4096, metadata={"help": "Rows per chunk in similarity products (bounds memory)."})
     threads: int | None = field(default=None, metadata={"help": "focus: fastText training threads (default: all)."})
+    in_memory: bool = field(default=False, metadata={
+        "help": "Load the whole model in fp32 instead of reading only its vocabulary-sized tensors and "
+                "streaming the rest (the lean default for safetensors directories, which keeps their dtype)."})
     force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
     def __post_init__(self) -> None:
@@ -229,14 +232,12 @@ def _load_tokenizer(path: str | Path) -> Any:
     return hf
 
 
-def _plan(config: InitConfig, model: Any, copy_overlap: bool) -> _Plan:
+def _plan(config: InitConfig, model: Any, copy_overlap: bool, vocab_rows: int) -> _Plan:
     """Decide which target rows are copied from which source rows and which the method computes."""
-    from vocabshift.surgery.locate import locate
     from vocabshift.tokenization.surface import surface_forms
 
     model_dir = Path(config.model)
     id_map_data = read_id_map_data(model_dir) if model_dir.is_dir() else None
-    vocab_rows = locate(model).vocab_size
 
     if id_map_data is not None:
         if config.tokenizer and Path(config.tokenizer).resolve() != model_dir.resolve():
@@ -437,6 +438,7 @@ def init_model(config: InitConfig) -> InitOutput:
 
     from vocabshift.init.registry import get_init_method, run_init_method
     from vocabshift.surgery.checkpoint import load_model, parameter_count, save_model
+    from vocabshift.surgery.lazy import meta_model, read_vocab_tensors, remap_checkpoint, safetensors_files
     from vocabshift.surgery.locate import locate
     from vocabshift.surgery.resize import remap_vocab
 
@@ -447,9 +449,17 @@ def init_model(config: InitConfig) -> InitOutput:
     device = _device(config.device)
     t_start = time.perf_counter()
 
-    model = load_model(config.model)
-    layout = locate(model)
-    plan = _plan(config, model, copy_overlap)
+    # Lean: plan on a meta-device model, read only the vocabulary-sized tensors, stream the rest at the end.
+    # A 7B bf16 checkpoint then needs memory for its embedding matrices, not 28 GB of fp32 weights.
+    lean = not config.in_memory and Path(config.model).is_dir() and bool(safetensors_files(Path(config.model)))
+    model = meta_model(Path(config.model)) if lean else load_model(config.model)
+    layout = locate(model, allow_meta=lean)
+    if lean:
+        tensors = read_vocab_tensors(config.model, model)
+    else:
+        tensors = {n: model.get_parameter(n).detach()
+                   for n in (layout.input_weight, layout.output_weight, layout.output_bias) if n is not None}
+    plan = _plan(config, model, copy_overlap, layout.vocab_size)
     report: dict[str, Any] = {"stage": "init", "method": method.name, "reference": method.reference_url,
                               "mode": plan.mode, "source": config.model,
                               "target_tokenizer": str(plan.tokenizer_dir), "config": config.to_dict(),
@@ -474,16 +484,17 @@ def init_model(config: InitConfig) -> InitOutput:
                                                    "info": to_json_data(result.info)}
         return result
 
-    in_weight = model.get_parameter(layout.input_weight)
+    in_weight = tensors[layout.input_weight]
     result_in = run(in_weight, "input_embeddings")
     new_rows = result_in.rows[compute_mask].to(in_weight.dtype)
     new_output_rows = None
     if layout.output_weight is not None and not layout.tied:
-        out_weight = model.get_parameter(layout.output_weight)
+        out_weight = tensors[layout.output_weight]
         new_output_rows = run(out_weight, "lm_head").rows[compute_mask].to(out_weight.dtype)
     new_bias = None
     if layout.output_bias is not None:
-        new_bias = _bias_rows(model.get_parameter(layout.output_bias), int(compute_mask.sum()), plan.source_rows)
+        new_bias = _bias_rows(tensors[layout.output_bias], int(compute_mask.sum()), plan.source_rows)
+    del tensors
 
     # remap_vocab: rows listed in remap_id_map are copied, the -1 rows take new_rows in order. After
     # prune/extend the model already has the target size and remap_id_map is the identity on kept rows.
@@ -491,14 +502,21 @@ def init_model(config: InitConfig) -> InitOutput:
     n_new = sum(1 for r in remap if r < 0)
     if n_new != int(compute_mask.sum()):
         raise InitError(f"internal: {n_new} new rows in the remap but {int(compute_mask.sum())} computed rows")
-    remap_vocab(model, remap, new_rows=new_rows, new_output_rows=new_output_rows, new_bias=new_bias,
-                pad_to_multiple_of=config.pad_to_multiple_of if plan.mode == "replace" else None,
-                special_token_ids=plan.special_token_ids or None)
-    report["parameters_after"] = parameter_count(model)
-    report["seconds"] = round(time.perf_counter() - t_start, 3)
+    remap_args: dict[str, Any] = {
+        "new_rows": new_rows, "new_output_rows": new_output_rows, "new_bias": new_bias,
+        "pad_to_multiple_of": config.pad_to_multiple_of if plan.mode == "replace" else None,
+        "special_token_ids": plan.special_token_ids or None}
+    if not lean:
+        remap_vocab(model, remap, **remap_args)
+        report["parameters_after"] = parameter_count(model)
+    report["path"] = "lean (vocabulary tensors read, the rest streamed)" if lean else "in memory (fp32)"
 
     with atomic_output_dir(out, force=config.force) as tmp:
-        save_model(model, tmp)
+        if lean:
+            report["parameters_after"] = remap_checkpoint(config.model, tmp, remap, **remap_args)["parameters_after"]
+        else:
+            save_model(model, tmp)
+        report["seconds"] = round(time.perf_counter() - t_start, 3)
         _save_tokenizer(plan, tmp)
         if result_in.factorized is not None:
             result_in.factorized.save(tmp / FACTORIZED_FILE)

@@ -57,7 +57,8 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + n
 
 
-def _meta_model(directory: Path) -> Any:
+def meta_model(directory: Path) -> Any:
+    """The checkpoint's model class built on the meta device (no storage): plans edits, counts parameters."""
     from transformers import AutoConfig, GenerationConfig
 
     from vocabshift.surgery.checkpoint import model_class_for
@@ -72,30 +73,84 @@ def _meta_model(directory: Path) -> Any:
     return model
 
 
+def read_vocab_tensors(source_dir: str | Path, model: Any = None) -> dict[str, torch.Tensor]:
+    """The vocabulary-sized tensors of a safetensors checkpoint (input embeddings, untied head, output
+    bias), keyed by the model's parameter names (:func:`locate`'s), in the checkpoint's dtype.
+
+    Reads only those tensors, not the model: what a method that computes new rows needs. A tensor may be
+    stored under another name of the same parameter (BERT keeps ``cls.predictions.bias``, which
+    ``cls.predictions.decoder.bias`` aliases). ``model``: the checkpoint's :func:`meta_model`, when the
+    caller has it.
+    """
+    from safetensors import safe_open
+
+    source_dir = Path(source_dir)
+    model = meta_model(source_dir) if model is None else model
+    layout = locate(model, allow_meta=True)
+    wanted = [n for n in (layout.input_weight, layout.output_weight, layout.output_bias) if n is not None]
+    if layout.tied and layout.output_weight is not None:
+        wanted.remove(layout.output_weight)
+    names = [n for n in (layout.input_weight, layout.output_weight, layout.output_bias, *layout.other_vocab_params)
+             if n is not None]
+    aliases = {w: [w] + [n for n in names if n != w and model.get_parameter(n) is model.get_parameter(w)]
+               for w in wanted}
+    out: dict[str, torch.Tensor] = {}
+    for path in safetensors_files(source_dir):
+        with safe_open(str(path), framework="pt") as f:
+            stored = set(f.keys())
+            for w in wanted:
+                hit = next((n for n in aliases[w] if n in stored), None)
+                if w not in out and hit is not None:
+                    out[w] = f.get_tensor(hit)
+    missing = [w for w in wanted if w not in out]
+    if missing:
+        raise ModelError(f"the checkpoint has no tensor named {missing[0]!r}", path=source_dir,
+                         hint="re-save it with save_pretrained, or use the in-memory path")
+    if layout.tied and layout.output_weight is not None:
+        out[layout.output_weight] = out[layout.input_weight]
+    return out
+
+
 def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequence[int],
-                     pad_to_multiple_of: int | None = None) -> dict[str, Any]:
+                     pad_to_multiple_of: int | None = None, *, new_rows: torch.Tensor | None = None,
+                     new_output_rows: torch.Tensor | None = None, new_bias: torch.Tensor | None = None,
+                     special_token_ids: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``source_dir``'s checkpoint with the vocabulary of ``id_map`` into ``out_dir`` (which exists).
 
-    Returns a small report (class, tie status, sizes). Raises :class:`ModelError` when the checkpoint
-    has no safetensors weights or its tensor names do not match the model's parameters.
+    ``new_rows`` / ``new_output_rows`` / ``new_bias`` and ``special_token_ids`` mean what they mean for
+    :func:`remap_vocab` (the rows of the ``-1`` entries, in order; the mean when not given); tensors that
+    get computed rows are remapped whole in memory (the same code as the in-memory path, so the same
+    bytes), in the checkpoint's dtype. Returns a small report (class, tie status, sizes). Raises
+    :class:`ModelError` when the checkpoint has no safetensors weights or its tensor names do not match
+    the model's parameters.
     """
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     files = safetensors_files(source_dir)
     if not files:
         raise ModelError("no safetensors weights to edit lazily", path=source_dir,
                          hint="the in-memory path handles .bin and GGUF checkpoints")
-    model = _meta_model(source_dir)
+    model = meta_model(source_dir)
     before = locate(model, allow_meta=True)
     vocab_names = {before.input_weight, before.output_weight, before.output_bias, *before.other_vocab_params}
     vocab_names.discard(None)
     parameters_before = sum(p.numel() for p in model.parameters())
-    remap_vocab(model, id_map, pad_to_multiple_of=pad_to_multiple_of, allow_meta=True)  # config + shapes
+    # The fill of every vocabulary-sized name (aliases share their Parameter on the meta model too).
+    fill_of: dict[int, torch.Tensor | None] = {id(model.get_parameter(before.input_weight)): new_rows}
+    if before.output_weight is not None and not before.tied:
+        fill_of[id(model.get_parameter(before.output_weight))] = new_output_rows
+    if before.output_bias is not None:
+        fill_of[id(model.get_parameter(before.output_bias))] = new_bias
+    fills = {name: fill_of.get(id(model.get_parameter(name)), new_bias) for name in vocab_names}
+    # Config and shapes; also validates the given rows' shapes (on the meta copies it makes).
+    remap_vocab(model, id_map, pad_to_multiple_of=pad_to_multiple_of, allow_meta=True, new_rows=new_rows,
+                new_output_rows=new_output_rows, new_bias=new_bias, special_token_ids=special_token_ids)
     plan = plan_rows(id_map, before.vocab_size, pad_to_multiple_of)
 
     found: set[str] = set()
     total = 0
     for path in files:
-        total += _rewrite_file(path, out_dir / path.name, vocab_names, plan, found)
+        total += _rewrite_file(path, out_dir / path.name, vocab_names, plan, found,
+                               {n: f for n, f in fills.items() if f is not None})
     if before.input_weight not in found:
         raise ModelError(f"the checkpoint has no tensor named {before.input_weight!r}, which "
                          f"{type(model).__name__} keeps its input embeddings in", path=source_dir,
@@ -117,8 +172,10 @@ def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequen
             "tensors_rewritten": sorted(found)}
 
 
-def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found: set[str]) -> int:
-    """Stream one shard; returns the bytes of tensor data written."""
+def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found: set[str],
+                  fills: dict[str, torch.Tensor] | None = None) -> int:
+    """Stream one shard; returns the bytes of tensor data written. ``fills``: computed new rows by name."""
+    fills = fills or {}
     header, data_start = _read_header(src)
     metadata = header.pop("__metadata__", None)
     names = sorted(header, key=lambda n: header[n]["data_offsets"][0])  # keep the source's byte order
@@ -145,7 +202,9 @@ def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found:
         for name in names:
             info = header[name]
             begin, end = info["data_offsets"]
-            if name in vocab_names:
+            if name in fills:
+                _write_filled_tensor(fin, data_start + begin, info, plan, fills[name], fout)
+            elif name in vocab_names:
                 _write_vocab_tensor(fin, data_start + begin, info, plan, fout)
             else:
                 fin.seek(data_start + begin)
@@ -159,6 +218,16 @@ def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found:
 
 def _write_bytes(fout: Any, t: torch.Tensor) -> None:
     fout.write(memoryview(t.contiguous().view(torch.uint8).numpy()))
+
+
+def _write_filled_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fill: torch.Tensor,
+                         fout: Any) -> None:
+    """Write a vocabulary-sized tensor whose new rows are ``fill``: read whole, remapped as in memory."""
+    dtype = _DTYPES[info["dtype"]]
+    fin.seek(base)
+    old = torch.frombuffer(bytearray(fin.read(info["data_offsets"][1] - info["data_offsets"][0])),
+                           dtype=dtype).reshape(info["shape"])
+    _write_bytes(fout, remap_rows(old, plan, fill.to(dtype)))
 
 
 def _write_vocab_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fout: Any) -> None:

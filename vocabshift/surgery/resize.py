@@ -209,10 +209,12 @@ def plan_rows(id_map: Sequence[int] | torch.Tensor, old_size: int,
     return keep_pos, src[keep_pos], torch.nonzero(src < 0).flatten(), size
 
 
-def remap_rows(old: torch.Tensor, plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]) -> torch.Tensor:
-    """A vocabulary-sized tensor rebuilt by a :func:`plan_rows` plan (new and padding rows: the mean)."""
+def remap_rows(old: torch.Tensor, plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int],
+               fill: torch.Tensor | None = None) -> torch.Tensor:
+    """A vocabulary-sized tensor rebuilt by a :func:`plan_rows` plan: new rows from ``fill`` (in order)
+    or the mean, padding rows the mean."""
     keep_pos, kept_src, new_pos, size = plan
-    return _remap_rows(old, keep_pos, kept_src, new_pos, None, size).data
+    return _remap_rows(old, keep_pos, kept_src, new_pos, fill, size).data
 
 
 MEAN_CHUNK_ROWS = 8192
