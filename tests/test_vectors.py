@@ -356,7 +356,8 @@ def test_align_with_identical_strings_seed(tmp_path, shifted_files):
     assert result.precision_after == 1.0
     saved = json.loads((out / "alignment.json").read_text())
     assert saved["precision_at_1"] == r["precision_at_1"] and saved["source"]["dim"] == 32
-    assert len(saved["source"]["sha256"]) == 64 and saved["target"]["bytes"] == shifted_files["target"].stat().st_size
+    assert len(saved["source"]["fingerprint"]) == 64
+    assert saved["target"]["bytes"] == shifted_files["target"].stat().st_size
     assert np.array_equal(np.load(out / "W.npy"), result.W)
     assert np.abs(result.W - np.load(shifted_files["Q"])).max() < 0.05
     src, tgt = load_aligned(out)
@@ -429,10 +430,19 @@ def test_load_aligned_notices_a_changed_file(tmp_path):
     src = write_vec(tmp_path / "s.vec", words, rng.standard_normal((50, 4)).astype(np.float32))
     tgt = write_vec(tmp_path / "t.vec", words, rng.standard_normal((50, 4)).astype(np.float32))
     align_vectors(VectorsAlignConfig(source=str(src), target=str(tgt), out=str(tmp_path / "al"), refine=1))
+    original = tgt.read_bytes()
     with open(src, "a", encoding="utf-8") as fh:
         fh.write("w99 1 2 3 4\n")
     with pytest.raises(VectorsError, match="changed since the alignment"):
         load_aligned(tmp_path / "al")
+    align_vectors(VectorsAlignConfig(source=str(src), target=str(tgt), out=str(tmp_path / "al2"), refine=1))
+    # Same size, other content (another training run writes the same header and shape): noticed too.
+    changed = bytearray(original)
+    changed[-3] = ord("9") if changed[-3] != ord("9") else ord("8")
+    tgt.write_bytes(bytes(changed))
+    assert len(changed) == len(original)
+    with pytest.raises(VectorsError, match="same size, different content"):
+        load_aligned(tmp_path / "al2")
 
 
 # --------------------------------------------------------------------------------------------------
