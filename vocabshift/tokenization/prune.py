@@ -77,13 +77,13 @@ from vocabshift.errors import ConfigError, TokenizerError
 from vocabshift.outputs import empty_output_dir
 from vocabshift.tokenization.scripts import (
     NEUTRAL_SCRIPTS,
-    _script_table,
     char_script,
     resolve_scripts,
+    script_table,
     scripts_of,
 )
 from vocabshift.tokenization.source import SourceTokenizer, TokenizerFamily
-from vocabshift.tokenization.surface import _BYTE_PIECE, Surface, surface_form
+from vocabshift.tokenization.surface import BYTE_PIECE, Surface, surface_form
 from vocabshift.tokenization.train import _remap_post_processor, _token_to_id, _verify_reload, _write_output
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _tokens(source: SourceTokenizer) -> dict[int, _Token]:
             body = body[: -len(suffix)]
         if sentencepiece:
             # surface_form's sentencepiece case, inlined: this loop runs once per token (250k for XLM-R)
-            m = _BYTE_PIECE.match(body) if body.startswith("<0x") else None
+            m = BYTE_PIECE.match(body) if body.startswith("<0x") else None
             if m is not None:
                 out[i] = _Token(i, content, False, True, "", False, "byte", bytes([int(m.group(1), 16)]))
             else:
@@ -226,7 +226,7 @@ class _TokenScripts(NamedTuple):
         """The scripts of the characters of ``texts`` (one row per text)."""
         import numpy as np
 
-        table, codes = _script_table()
+        table, codes = script_table()
         starts = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=starts[1:])
         points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)

@@ -107,9 +107,12 @@ def script_name(code: str) -> str:
 
 
 @cache
-def _script_table() -> tuple[bytearray, tuple[str, ...]]:
-    # One byte per code point (1.1 MB) indexing into the list of codes, filled from the ~1700
-    # ranges of Scripts.txt: every later lookup is two indexings instead of a bisect.
+def script_table() -> tuple[bytearray, tuple[str, ...]]:
+    """``(table, codes)``: ``codes[table[ord(ch)]]`` is the script code of ``ch``, for vectorized lookups.
+
+    One byte per code point (1.1 MB) indexing into the list of codes, filled from the ~1700 ranges of
+    Scripts.txt: every later lookup is two indexings instead of a bisect.
+    """
     codes = tuple(sorted(set(_Scripts.VALUES)))
     index = {code: i for i, code in enumerate(codes)}
     table = bytearray(0x110000)
@@ -121,7 +124,7 @@ def _script_table() -> tuple[bytearray, tuple[str, ...]]:
 
 def char_script(ch: str) -> str:
     """The script code of one character (``"a"`` -> ``"Latn"``, ``"1"`` -> ``"Zyyy"``)."""
-    table, codes = _script_table()
+    table, codes = script_table()
     return codes[table[ord(ch)]]
 
 
@@ -130,7 +133,7 @@ def scripts_of(text: str) -> frozenset[str]:
 
     An empty set means the text is script-neutral: digits, punctuation, spaces, marks only.
     """
-    table, codes = _script_table()
+    table, codes = script_table()
     return frozenset(codes[table[cp]] for cp in set(map(ord, text))) - NEUTRAL_SCRIPTS
 
 
@@ -153,7 +156,7 @@ def is_compatible(text: str, keep: Set[str]) -> bool:
 def dominant_script(text: str) -> str:
     """The most frequent non-neutral script among the characters of ``text``; ties go to the first
     seen. ``COMMON`` when the text is script-neutral."""
-    table, codes = _script_table()
+    table, codes = script_table()
     counts: dict[str, int] = {}
     # Counter keeps characters in order of first appearance, so scripts enter ``counts`` in order
     # of first appearance too; max() returns the first maximum: ties go to the first seen

@@ -17,7 +17,7 @@ from typing import Any
 
 from vocabshift.tokenization.source import TokenizerFamily, detect_family
 
-_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")  # sentencepiece byte-fallback piece: <0xE2>
 
 
 @lru_cache(maxsize=1)
@@ -63,7 +63,7 @@ def surface_form(token: str, family: TokenizerFamily, *, special: bool = False,
             kind = "byte" if len(raw) == 1 else "partial"
             return Surface(body.decode("utf-8", errors="replace"), initial, kind, raw)
     if family.is_sentencepiece:
-        m = _BYTE_PIECE.match(token)
+        m = BYTE_PIECE.match(token)
         if m:
             return Surface("", False, "byte", bytes([int(m.group(1), 16)]))
         initial = token.startswith("▁")
