@@ -615,3 +615,16 @@ def test_neighbour_rows_tie_reaching_past_the_window_is_resolved_exactly():
     got, _ = neighbour_rows(query, keys, usable, table, neighbours=4, temperature=0.5, chunk_size=8)
     want = _brute_force_neighbours(query, keys, usable, table, 4, 0.5)
     torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_table, m", [(500, 4), (40, 30)])  # gather + bmm, and the dense product
+def test_weighted_rows_matches_the_definition_on_both_paths(n_table, m):
+    from vocabshift.init._common import weighted_rows
+
+    g = torch.Generator().manual_seed(2)
+    table = torch.randn(n_table, 7, generator=g, dtype=torch.float64)
+    idx = torch.stack([torch.randperm(n_table, generator=g)[:m] for _ in range(50)])
+    weights = torch.rand(50, m, generator=g, dtype=torch.float64)
+    weights[:, -1] = 0.0  # padded entries weigh nothing
+    want = torch.stack([(weights[i, :, None] * table[idx[i]]).sum(0) for i in range(50)])
+    torch.testing.assert_close(weighted_rows(idx, weights, table), want)

@@ -264,9 +264,22 @@ def unit_vectors(vectors: torch.Tensor, mask: torch.Tensor | None,
 
 
 def weighted_rows(idx: torch.Tensor, weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    r"""``out[i] = \sum_j weights[i, j] * table[idx[i, j]]`` with the gather held under 64 MiB."""
+    r"""``out[i] = \sum_j weights[i, j] * table[idx[i, j]]`` with temporaries held under 64 MiB.
+
+    Few terms from a big table (WECHSEL's 10 of 49k): gather the rows and ``bmm``. Many terms from a small
+    table (FOCUS's sparsemax over a few hundred shared tokens, supports of hundreds): scatter the weights
+    into a dense ``[rows, table]`` matrix and multiply, which is a BLAS product instead of a memory-bound
+    gather (measured: 2.7 s -> 0.1 s for 7,921 rows with supports of ~250 over 812 shared tokens).
+    """
     n, m = idx.shape
     out = torch.empty(n, table.shape[1], dtype=table.dtype, device=table.device)
+    if table.shape[0] <= 8 * m:
+        step = max(1, _GATHER_BUDGET // max(1, table.shape[0]))
+        for s, e in chunks(n, step):
+            dense = torch.zeros(e - s, table.shape[0], dtype=table.dtype, device=table.device)
+            dense.scatter_add_(1, idx[s:e], weights[s:e].to(table.dtype))
+            out[s:e] = dense @ table
+        return out
     step = max(1, _GATHER_BUDGET // max(1, m * table.shape[1]))
     for s, e in chunks(n, step):
         out[s:e] = torch.bmm(weights[s:e].unsqueeze(1).to(table.dtype), table[idx[s:e]]).squeeze(1)
