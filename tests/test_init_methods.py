@@ -392,6 +392,25 @@ def test_focus_sparsemax_weights_by_hand(candidates):
     assert result.info["basis_size"] == 3 and result.info["max_support_size"] == 3
 
 
+def test_focus_center_is_focus_on_mean_centred_vectors():
+    # The same space shifted by a large common vector: every cosine is then near 1 and sparsemax spreads
+    # each row over the whole basis; centring removes the shift and gives back the hand-computed rows.
+    inputs = _focus_inputs()
+    shift = torch.tensor([5.0, 5.0, 5.0])
+    vec = inputs.target_token_vectors.clone()
+    usable = inputs.target_vector_mask & (vec.norm(dim=1) > 0)
+    centred = vec.clone()
+    centred[usable] -= vec[usable].mean(0)
+    shifted = vec.clone()
+    shifted[usable] += shift
+    flat = run_init_method("focus", dataclasses.replace(inputs, target_token_vectors=shifted), FocusConfig())
+    assert flat.info["mean_support_size"] == 3  # near-equal cosines: every basis token in every row
+    got = run_init_method("focus", dataclasses.replace(inputs, target_token_vectors=shifted), FocusConfig(center=True))
+    want = run_init_method("focus", dataclasses.replace(inputs, target_token_vectors=centred), FocusConfig())
+    _close(got.rows, want.rows.tolist(), atol=1e-5)
+    assert got.info["mean_support_size"] < flat.info["mean_support_size"]
+
+
 def test_focus_with_empty_basis_falls_back_everywhere():
     inputs = dataclasses.replace(_focus_inputs(), copy=torch.full((10,), -1))
     result = run_init_method("focus", inputs, FocusConfig(fallback="mean"))

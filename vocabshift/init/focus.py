@@ -100,6 +100,10 @@ class FocusConfig(ConfigMixin):
     candidates: int = field(default=64, metadata={
         "help": "Scores looked at first per token before sparsemax; only speed depends on it (the result "
                 "is the exact sparsemax over all shared tokens, the count doubles where needed)."})
+    center: bool = field(default=False, metadata={
+        "help": "Subtract the mean token vector before the cosine (not in the paper). Small-corpus token-level "
+                "fastText spaces are anisotropic (every pair scores near 1), which makes sparsemax spread each "
+                "row over hundreds of shared tokens; see docs/init.md."})
     token_vectors: str | None = field(default=None, metadata={
         "help": "A token-level fastText model of the target tokenizer to use instead of training one "
                 "(`vocabshift vectors train --tokenizer TARGET`; words are t<id>)."})
@@ -133,7 +137,13 @@ def focus_init(inputs: InitInputs, config: FocusConfig) -> InitResult:
     assert inputs.target_token_vectors is not None
     rows, origin, todo = start_rows(inputs)
     dev = inputs.device
-    unit, ok = unit_vectors(inputs.target_token_vectors, inputs.target_vector_mask, dev)
+    vectors = inputs.target_token_vectors
+    if config.center:
+        _, usable = unit_vectors(vectors, inputs.target_vector_mask, torch.device("cpu"))
+        if bool(usable.any()):
+            vectors = vectors.float().clone()
+            vectors[usable] -= vectors[usable].mean(0)
+    unit, ok = unit_vectors(vectors, inputs.target_vector_mask, dev)
     ok = ok.cpu()
     basis = (~todo & ok).nonzero().squeeze(1)
     query = (todo & ok).nonzero().squeeze(1) if basis.numel() else torch.empty(0, dtype=torch.long)
