@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer
 
-from cli.main import main
 from tests.conftest import udhr_lines
+from tests.test_cli import run_cli
 from vocabshift.config import TokenizerTrainConfig
 from vocabshift.corpus import corpus_from_paths, iter_corpus
 from vocabshift.errors import CorpusError, ModelError, OutputExistsError
@@ -26,16 +26,6 @@ from vocabshift.tokenization.surface import Surface
 from vocabshift.tokenization.train import train_tokenizer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_cli(capsys, *args: object) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _pico_llama(tokenizer_dir: Path, directory: Path, seed: int = 0) -> Path:

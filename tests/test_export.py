@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli.main import main
+from tests.test_cli import run_cli
 from tests.test_train import KINDS, pico_model, tokenizer_for, train_config
 from tests.test_train import one_thread as one_thread  # noqa: F401  (the fixture, autouse here too)
 from tests.test_train import spanish as spanish  # noqa: F401
@@ -168,16 +168,6 @@ def test_export_errors(trained, tmp_path):
         export(ExportConfig(run=str(empty_run), out=str(tmp_path / "o3")))
     with pytest.raises(ConfigError, match="not a vocabshift training run"):
         export(ExportConfig(run=str(tmp_path), out=str(tmp_path / "o4")))
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_train_then_export(trained, spanish, tmp_path, capsys):  # noqa: F811

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from tests.conftest import udhr_lines
+from tests.test_cli import run_cli
 from vocabshift.config import TokenizerTrainConfig
 from vocabshift.corpus import corpus_from_paths
 from vocabshift.errors import ConfigError, InitError, VectorsError
@@ -324,7 +325,6 @@ def test_focus_trains_token_vectors_on_target_text(llama_tied, target_bpe, spani
 
 def test_focus_takes_a_trained_token_model_and_rejects_another_tokenizers(llama_tied, target_bpe, spanish_file,
                                                                           tmp_path, capsys):
-    from tests.test_cli import run_cli
     from vocabshift.vectors import StaticVectors, save_vectors
 
     corpus = corpus_from_paths([spanish_file])
@@ -390,8 +390,6 @@ def test_bad_inputs_write_nothing(llama_tied, target_bpe, tmp_path):
 
 
 def test_cli_init_and_list(llama_tied, target_bpe, tmp_path, capsys):
-    from tests.test_cli import run_cli
-
     code, listed, _ = run_cli(capsys, "init", "--list")
     assert code == 0
     for name in ("random", "mean", "fvt", "wechsel", "focus", "ofa", "factorized"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli.main import main
+from tests.test_cli import run_cli
 from vocabshift.config import to_dict
 from vocabshift.corpus import corpus_from_paths
 from vocabshift.data import sample_path
@@ -40,16 +40,6 @@ from vocabshift.vectors.align import case_variants
 from vocabshift.vectors.dictionary import find_freedict
 
 FREEDICT = Path("/usr/share/dictd/freedict-eng-spa.index")
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def unit(x: np.ndarray | torch.Tensor) -> torch.Tensor:
