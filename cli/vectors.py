@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from cli.options import corpus_config, field_help
 from vocabshift.corpus import CorpusConfig
 from vocabshift.vectors.config import VectorsAlignConfig, VectorsTrainConfig
+from vocabshift.vectors.train import FOCUS_FASTTEXT
 
 app = typer.Typer(help="Train fastText vectors and align two languages' vectors into one space.",
                   no_args_is_help=True)
@@ -16,6 +18,12 @@ app = typer.Typer(help="Train fastText vectors and align two languages' vectors 
 _C = CorpusConfig
 _T = VectorsTrainConfig
 _A = VectorsAlignConfig
+_WORD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(_T)}
+
+
+def _two_defaults(name: str) -> str:
+    # Parentheses, not brackets: typer's rich help reads "[...]" as markup and drops it.
+    return f"{field_help(_T, name)} (default {_WORD_DEFAULTS[name]}; token-level, --tokenizer: {FOCUS_FASTTEXT[name]})"
 
 
 @app.command("train")
@@ -24,16 +32,16 @@ def train(
                                      ".parquet; .gz/.xz/.bz2/.zst). Several may follow one --corpus."),
     out: Path = typer.Option(..., "--out", help=field_help(_T, "out")),
     more_corpus: list[str] = typer.Argument(None, hidden=True, help="More corpus paths after --corpus."),
-    dim: int = typer.Option(None, help=field_help(_T, "dim") + " [default: 300; token-level: FOCUS's]"),
-    epochs: int = typer.Option(None, help=field_help(_T, "epochs") + " [default: 5; token-level: FOCUS's]"),
+    dim: int = typer.Option(None, help=_two_defaults("dim")),
+    epochs: int = typer.Option(None, help=_two_defaults("epochs")),
     min_count: int = typer.Option(5, help=field_help(_T, "min_count")),
     minn: int = typer.Option(3, help=field_help(_T, "minn")),
     maxn: int = typer.Option(6, help=field_help(_T, "maxn")),
     bucket: int = typer.Option(2_000_000, help=field_help(_T, "bucket")),
     window: int = typer.Option(5, help=field_help(_T, "window")),
-    neg: int = typer.Option(None, help=field_help(_T, "neg") + " [default: 5; token-level: FOCUS's]"),
+    neg: int = typer.Option(None, help=_two_defaults("neg")),
     lr: float = typer.Option(0.05, help=field_help(_T, "lr")),
-    model: str = typer.Option(None, help=field_help(_T, "model") + " [default: skipgram; token-level: cbow]"),
+    model: str = typer.Option(None, help=_two_defaults("model")),
     tokenizer: str = typer.Option(None, "--tokenizer", help=field_help(_T, "tokenizer")),
     threads: int = typer.Option(None, help=field_help(_T, "threads")),
     seed: int = typer.Option(0, help=field_help(_T, "seed")),
@@ -50,9 +58,9 @@ def train(
     With --tokenizer: token-level vectors of that tokenizer's tokens (FOCUS's -o token_vectors=...).
     """
     from vocabshift.vectors import load_vectors, train_vectors
-    from vocabshift.vectors.train import FOCUS_FASTTEXT
 
-    defaults = FOCUS_FASTTEXT if tokenizer else {"model": "skipgram", "dim": 300, "epochs": 5, "neg": 5}
+    # Unset options take the config's defaults (word vectors) or FOCUS's (token-level vectors).
+    defaults = FOCUS_FASTTEXT if tokenizer else _WORD_DEFAULTS
     given = {"model": model, "dim": dim, "epochs": epochs, "neg": neg}
     chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
 

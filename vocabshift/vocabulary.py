@@ -22,7 +22,7 @@ from vocabshift.corpus import CorpusConfig, iter_corpus
 from vocabshift.errors import ConfigError
 from vocabshift.outputs import atomic_output_dir, check_output_path
 from vocabshift.surgery.checkpoint import directory_size, has_model, load_model, parameter_count, save_model
-from vocabshift.surgery.lazy import remap_checkpoint, safetensors_files
+from vocabshift.surgery.lazy import can_stream, remap_checkpoint
 from vocabshift.surgery.resize import remap_vocab
 from vocabshift.tokenization.scripts import resolve_scripts
 from vocabshift.tokenization.source import load_source_tokenizer
@@ -98,7 +98,7 @@ def _apply_to_model(source_path: str, id_map: list[int], pad_to_multiple_of: int
         report["model"] = None
         log.info("%s holds no model weights: wrote the tokenizer and id_map only", source_path)
         return
-    lean = not in_memory and Path(source_path).is_dir() and bool(safetensors_files(Path(source_path)))
+    lean = not in_memory and can_stream(source_path)
     if lean:
         model_report = remap_checkpoint(source_path, out_dir, id_map, pad_to_multiple_of=pad_to_multiple_of)
     else:

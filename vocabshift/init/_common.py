@@ -316,10 +316,11 @@ def neighbour_rows(
     ukeys, group, counts = torch.unique(keys[usable], dim=0, return_inverse=True, return_counts=True)
     first = torch.full((ukeys.shape[0],), usable.numel(), dtype=torch.long, device=group.device)
     first = first.scatter_reduce(0, group, torch.arange(usable.numel(), device=group.device), "amin")
+    by_first = torch.argsort(first)
     relabel = torch.empty_like(first)
-    relabel[torch.argsort(first)] = torch.arange(first.numel(), device=first.device)
+    relabel[by_first] = torch.arange(first.numel(), device=first.device)
     group = relabel[group]
-    ukeys, counts = ukeys[torch.argsort(first)], counts[torch.argsort(first)]
+    ukeys, counts = ukeys[by_first], counts[by_first]
     members = usable[torch.argsort(group, stable=True)]  # key indices, grouped, ascending within a group
     offsets = counts.cumsum(0) - counts
     n_groups = int(counts.numel())

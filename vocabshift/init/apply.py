@@ -30,7 +30,7 @@ from typing import Any
 
 from vocabshift.config import ConfigMixin, from_dict, to_json_data
 from vocabshift.corpus import CorpusConfig
-from vocabshift.errors import ConfigError, InitError, ModelError, VectorsError
+from vocabshift.errors import ConfigError, InitError, ModelError
 from vocabshift.init.base import (
     REQUIRES_ALIGNED,
     REQUIRES_DECOMPOSITIONS,
@@ -385,19 +385,7 @@ def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: d
         t0 = time.perf_counter()
         given = getattr(method_config, "token_vectors", None)
         if given is not None:
-            from vocabshift.vectors import load_vectors
-            from vocabshift.vectors.train import TOKEN_WORD
-
-            vecs = load_vectors(given)
-            ids = [int(m.group(1)) for w in vecs.words if (m := TOKEN_WORD.fullmatch(w))]
-            if ids and max(ids) >= len(plan.target_surfaces):
-                raise VectorsError(f"this token-level model has token id {max(ids)} but the target tokenizer has "
-                                   f"{len(plan.target_surfaces)} tokens: it belongs to another tokenizer", path=given)
-            t_vec, t_found = token_id_vectors(vecs, len(plan.target_surfaces))
-            if not t_found.any():
-                raise VectorsError("no word of this model is a token id of the target tokenizer (t<id>): not a "
-                                   "token-level model", path=given,
-                                   hint="train one with `vocabshift vectors train --tokenizer TARGET`")
+            t_vec, t_found = token_id_vectors(given, len(plan.target_surfaces), strict=True)
         elif config.corpus is None:
             raise ConfigError(f"{config.method} trains token-level fastText on target text tokenized by the "
                               "target tokenizer: give a corpus (--corpus), or a trained model (-o token_vectors=PATH)")
@@ -438,7 +426,7 @@ def init_model(config: InitConfig) -> InitOutput:
 
     from vocabshift.init.registry import get_init_method, run_init_method
     from vocabshift.surgery.checkpoint import load_model, parameter_count, save_model
-    from vocabshift.surgery.lazy import meta_model, read_vocab_tensors, remap_checkpoint, safetensors_files
+    from vocabshift.surgery.lazy import can_stream, meta_model, read_vocab_tensors, remap_checkpoint
     from vocabshift.surgery.locate import locate
     from vocabshift.surgery.resize import remap_vocab
 
@@ -451,7 +439,7 @@ def init_model(config: InitConfig) -> InitOutput:
 
     # Lean: plan on a meta-device model, read only the vocabulary-sized tensors, stream the rest at the end.
     # A 7B bf16 checkpoint then needs memory for its embedding matrices, not 28 GB of fp32 weights.
-    lean = not config.in_memory and Path(config.model).is_dir() and bool(safetensors_files(Path(config.model)))
+    lean = not config.in_memory and can_stream(config.model)
     model = meta_model(Path(config.model)) if lean else load_model(config.model)
     layout = locate(model, allow_meta=lean)
     if lean:

@@ -50,6 +50,11 @@ def safetensors_files(directory: Path) -> list[Path]:
     return [single] if single.exists() else []
 
 
+def can_stream(source: str | Path) -> bool:
+    """Whether ``source`` is a model directory with safetensors weights: what the lean path edits."""
+    return Path(source).is_dir() and bool(safetensors_files(Path(source)))
+
+
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))

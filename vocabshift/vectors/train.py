@@ -234,20 +234,35 @@ def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, mode
     return vectors
 
 
-def token_id_vectors(vectors: StaticVectors | str | Path, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+def token_id_vectors(vectors: StaticVectors | str | Path, vocab_size: int,
+                     strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``[vocab_size, dim]`` float32 vectors indexed by token id, and the ``[vocab_size]`` bool found mask.
 
     ``vectors``: what :func:`train_token_vectors` returned, or the path of its ``.bin``. Words that are not
     ``t<id>`` (fastText's ``</s>``) or ids ``>= vocab_size`` are ignored; a missing id is zeros and False.
+    ``strict`` (a model given by the user): an id ``>= vocab_size`` means the model belongs to another
+    tokenizer, and no ``t<id>`` word at all means it is not token-level; both raise :class:`VectorsError`.
     """
+    path = None if isinstance(vectors, StaticVectors) else vectors
     if not isinstance(vectors, StaticVectors):
         vectors = load_vectors(vectors)
-    rows, ids = [], []
+    rows, ids, beyond = [], [], -1
     for row, word in enumerate(vectors.words):
         m = TOKEN_WORD.fullmatch(word)
-        if m is not None and int(m.group(1)) < vocab_size:
-            rows.append(row)
-            ids.append(int(m.group(1)))
+        if m is None:
+            continue
+        if int(m.group(1)) >= vocab_size:
+            beyond = max(beyond, int(m.group(1)))
+            continue
+        rows.append(row)
+        ids.append(int(m.group(1)))
+    if strict and beyond >= 0:
+        raise VectorsError(f"this token-level model has token id {beyond} but the target tokenizer has "
+                           f"{vocab_size} tokens: it belongs to another tokenizer", path=path)
+    if strict and not rows:
+        raise VectorsError("no word of this model is a token id of the target tokenizer (t<id>): not a "
+                           "token-level model", path=path,
+                           hint="train one with `vocabshift vectors train --tokenizer TARGET`")
     out = np.zeros((vocab_size, vectors.dim), dtype=np.float32)
     found = np.zeros(vocab_size, dtype=bool)
     if rows:
