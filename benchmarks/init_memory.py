@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -103,8 +102,9 @@ def section(rows: list[dict[str, Any]], facts: dict[str, Any]) -> str:
         "(about 0.6 GiB here), the two vocabulary-sized matrices in bf16 and a float32 copy of one at a "
         "time, the new rows; every other tensor is copied from file to file in 64 MiB pieces.",
         "",
-        f"- Machine: {facts['machine']}. Python {facts['python']}, torch {facts['torch']}, transformers "
-        f"{facts['transformers']}. Load average at the start: {facts['load']}.",
+        f"- Machine: {facts['cpu']}, {facts['cores']} cores, {facts['ram']} RAM, {facts['os']}. Python "
+        f"{facts['python']}, vocabshift {facts['vocabshift']}, torch {facts['torch']}, transformers "
+        f"{facts['transformers']}, safetensors {facts['safetensors']}. Load average at the start: {facts['load']}.",
         "- Peak RSS: `getrusage(RUSAGE_CHILDREN).ru_maxrss` of a wrapper whose only child is the "
         "`vocabshift init` process; time: that child's wall time, interpreter start and imports included.",
     ]
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     import _inputs
 
     os.environ.update({k: v for k, v in _inputs.OFFLINE_ENV.items() if k not in ("XDG_CACHE_HOME", "HF_HOME")})
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     built = _inputs.build_all(32_000, peers=False)
     CACHE.mkdir(parents=True, exist_ok=True)
     model = build_model(Path(built["model"]))
@@ -129,18 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(f"{r['path']:>16}: peak {r['peak_mib']:,.0f} MiB, {r['seconds']:.1f} s, "
               f"output {r['output_bytes'] / 2**30:.2f} GiB ({r['report_path']})", flush=True)
-    import torch
-    import transformers
+    from _harness import machine_facts
 
     h, i, n_layers, v = (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"],
                          config["vocab_size"])
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
     parameters = 2 * v * h + n_layers * (2 * h * h + 2 * h * kv + 3 * h * i + 2 * h) + h
-    facts = {"parameters": parameters, "source_vocab": v, "input_bytes": input_bytes,
-             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, {platform.platform()}", "python": platform.python_version(),
-             "torch": torch.__version__, "transformers": transformers.__version__,
-             "load": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
+    facts = machine_facts(("vocabshift", "torch", "transformers", "safetensors"), parameters=parameters,
+                          source_vocab=v, input_bytes=input_bytes, date=time.strftime("%Y-%m-%d"), load=load)
     text = section(rows, facts)
     print(text)
     if not args.no_write:

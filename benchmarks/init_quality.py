@@ -305,13 +305,14 @@ def after_summary(rows: list[dict[str, Any]]) -> str:
     tokens = sorted({r["after"]["tokens"] for r in trained})
     minutes = sum(r["after"]["train_seconds"] for r in trained) / 60
     names = ", ".join(f"`{r['label']}`" for r in trained)
+    primitives_lr = next((r["after"]["primitives_lr"] for r in trained if r["after"].get("primitives_lr")), None)
+    factorized = ("" if primitives_lr is None else
+                  f"; `ofa` and `factorized` train their factorized coordinates and primitives, as `vocabshift train` "
+                  f"does with a `factorized_embedding.safetensors`, the primitives at {primitives_lr:g}")
     text = (f"After training: each of {names} trained for N = {a['steps']} "
             f"optimizer steps of {a['batch']} x {a['seq_len']} tokens ({', '.join(f'{t:,}' for t in tokens)} tokens "
             f"seen) with `vocabshift.train.loop.train`: embeddings only (`lora: {{enabled: false}}`, "
-            f"`embeddings: all`, so the tied LM head too; `ofa` and `factorized` train their factorized coordinates and "
-            f"primitives, as `vocabshift train` does with a `factorized_embedding.safetensors`, the primitives at "
-            f"{next((r['after']['primitives_lr'] for r in trained if r['after'].get('primitives_lr')), 2e-4):g}), "
-            f"AdamW at `embedding_lr` {a['embedding_lr']:g}, "
+            f"`embeddings: all`, so the tied LM head too{factorized}), AdamW at `embedding_lr` {a['embedding_lr']:g}, "
             f"constant schedule after {a['warmup_steps']} warm-up steps, seed 0, on the Spanish training verses that "
             f"trained the tokenizer and the vectors (never the held-out ones), on {a['device']} "
             f"({minutes:.1f} min of training in all). Then the same held-out texts as at step 0.")

@@ -42,7 +42,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -53,7 +52,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _docsection import write_section  # noqa: E402  (a sibling module of this script)
+from _docsection import write_section  # noqa: E402  (sibling modules of this script)
+from _harness import machine_facts  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache" / "init"
 RUNS = CACHE / "speed"
@@ -561,28 +561,7 @@ def compare_focus(peer_dir: Path, vs_dir: Path, surf: dict[str, Any]) -> dict[st
 # Report
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("vocabshift", "torch", "transformers", "tokenizers", "numpy",
-                                             "fasttext-numpy2")}
-
-
-def machine_facts() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    ram = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))
-        ram = f"{mem_kb / 2**20:.0f} GiB"
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram": ram, "os": platform.platform(),
-            "python": platform.python_version(), **_versions()}
+PACKAGES = ("vocabshift", "torch", "transformers", "tokenizers", "numpy", "fasttext-numpy2")
 
 
 def _machine_busy() -> tuple[float, float, float]:
@@ -605,6 +584,12 @@ def _fmt(x: float, digits: int = 1) -> str:
     return "n/a" if x != x else f"{x:,.{digits}f}"
 
 
+def _fixed_costs(rows: list[dict[str, Any]], method: str) -> float:
+    """Wall seconds of vocabshift's end-to-end run outside alignment, token vectors and the method."""
+    return sum(_step(rows, method, "end to end", "vocabshift", p)[0]
+               for p in ("import", "load model", "plan", "remap", "write", "rest"))
+
+
 def _step(rows: list[dict[str, Any]], method: str, case: str, impl: str, prefix: str) -> tuple[float, float]:
     r = next((r for r in rows if (r["method"], r["case"], r["impl"]) == (method, case, impl)), None)
     if r is None:
@@ -621,8 +606,7 @@ def _speed_analysis(rows: list[dict[str, Any]]) -> str:
         vs = _step(rows, "wechsel", "end to end", "vocabshift", "method")
         al = _step(rows, "wechsel", "end to end", "vocabshift", "align")
         ld = _step(rows, "wechsel", "end to end", "package", "load fastText")
-        fixed = sum(_step(rows, "wechsel", "end to end", "vocabshift", p)[0]
-                    for p in ("import", "load model", "plan", "remap", "write", "rest"))
+        fixed = _fixed_costs(rows, "wechsel")
         out.append(
             f"Where WECHSEL's time goes. The combination step is the same dense product in both, cosine similarities "
             f"of 32,000 target by 49,152 source token vectors of 300 dimensions (about 0.9 TFLOP), then top-10 and a "
@@ -643,8 +627,7 @@ def _speed_analysis(rows: list[dict[str, Any]]) -> str:
         vs = _step(rows, "focus", "end to end", "vocabshift", "token vectors")
         pc = _step(rows, "focus", "same token vectors", "package", "combination")
         vc = _step(rows, "focus", "same token vectors", "vocabshift", "method")
-        fixed = sum(_step(rows, "focus", "end to end", "vocabshift", p)[0]
-                    for p in ("import", "load model", "plan", "remap", "write", "rest"))
+        fixed = _fixed_costs(rows, "focus")
         total = next((r["seconds"] for r in rows if (r["method"], r["case"], r["impl"]) ==
                       ("focus", "end to end", "vocabshift")), float("nan"))
         out.append(
@@ -980,7 +963,7 @@ def main(argv: list[str] | None = None) -> None:
         info = {"texts": built["texts"], "target_vocab": len(AutoTokenizer.from_pretrained(str(tokenizer))),
                 "ft_bytes": Path(ft_eng).stat().st_size,
                 "dict_pairs": sum(1 for _ in open(dictionary, encoding="utf-8"))}
-        write_doc(doc_section(rows, comparisons, info, machine_facts(), peers, foreign, args))
+        write_doc(doc_section(rows, comparisons, info, machine_facts(PACKAGES), peers, foreign, args))
         print(f"\nwrote the init_speed section of {DOC.relative_to(ROOT)}")
 
 

@@ -42,7 +42,6 @@ import io
 import itertools
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -54,7 +53,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _docsection import write_section  # noqa: E402  (a sibling module of this script)
+from _docsection import write_section  # noqa: E402  (sibling modules of this script)
+from _harness import machine_facts  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache" / "prune"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -355,27 +355,7 @@ def run_child(spec: dict[str, Any], log: Path) -> dict[str, Any]:
 # Machine facts, the report
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("vocabshift", "torch", "transformers", "tokenizers", "sentencepiece",
-                                             "safetensors")}
-
-
-def machine_facts() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))
-        ram = f"{mem_kb / 2**20:.0f} GiB"
-    except OSError:
-        ram = "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram": ram, "os": platform.platform(),
-            "python": platform.python_version(), **_versions()}
+PACKAGES = ("vocabshift", "torch", "transformers", "tokenizers", "sentencepiece", "safetensors")
 
 
 def _machine_busy() -> tuple[float, float, float]:
@@ -668,7 +648,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{reference['seconds']:.1f} s, {reference['peak_rss_mb']:,.0f} MiB peak RSS")
     print(f"other processes used {100 * foreign:.0f}% of the machine's CPU during the run")
     if not args.no_write:
-        write_doc(doc_section(rows, args, sources, machine_facts(), reference, foreign))
+        write_doc(doc_section(rows, args, sources, machine_facts(PACKAGES), reference, foreign))
         print(f"\nwrote the prune section of {DOC.relative_to(ROOT)}")
 
 

@@ -35,7 +35,6 @@ import io
 import itertools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -46,7 +45,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _docsection import write_section  # noqa: E402  (a sibling module of this script)
+from _docsection import write_section  # noqa: E402  (sibling modules of this script)
+from _harness import machine_facts  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -401,26 +401,7 @@ def _vocab(out: Path) -> set[str]:
     return pieces | {t["content"] for t in data.get("added_tokens", [])}
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("vocabshift", "tokenizers", "sentencepiece", "transformers", "torch")}
-
-
-def machine_facts(threads: int | None) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))
-        ram = f"{mem_kb / 2**20:.0f} GiB"
-    except OSError:
-        ram = "unknown"
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or os.cpu_count(), "ram": ram,
-            "os": platform.platform(), "python": platform.python_version(), **_versions()}
+PACKAGES = ("vocabshift", "tokenizers", "sentencepiece", "transformers", "torch")
 
 
 def _machine_busy() -> tuple[float, float, float]:
@@ -658,7 +639,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{reference['peak_rss_mb']:.0f} MiB peak RSS")
     print(f"other processes used {100 * foreign:.0f}% of the machine's CPU during the run")
     if not args.no_write:
-        write_doc(doc_section(rows, args, text, machine_facts(args.threads), reference, foreign))
+        write_doc(doc_section(rows, args, text, machine_facts(PACKAGES, threads=args.threads or os.cpu_count()), reference, foreign))
         print(f"\nwrote the tokenizer_train section of {DOC.relative_to(ROOT)}")
 
 
