@@ -501,7 +501,8 @@ def init_model(config: InitConfig) -> InitOutput:
 
     with atomic_output_dir(out, force=config.force) as tmp:
         if lean:
-            report["parameters_after"] = remap_checkpoint(config.model, tmp, remap, **remap_args)["parameters_after"]
+            report["parameters_after"] = remap_checkpoint(config.model, tmp, remap, model=model,
+                                                          **remap_args)["parameters_after"]
         else:
             save_model(model, tmp)
         report["seconds"] = round(time.perf_counter() - t_start, 3)

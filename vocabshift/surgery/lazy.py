@@ -119,13 +119,14 @@ def read_vocab_tensors(source_dir: str | Path, model: Any = None) -> dict[str, t
 def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequence[int],
                      pad_to_multiple_of: int | None = None, *, new_rows: torch.Tensor | None = None,
                      new_output_rows: torch.Tensor | None = None, new_bias: torch.Tensor | None = None,
-                     special_token_ids: dict[str, Any] | None = None) -> dict[str, Any]:
+                     special_token_ids: dict[str, Any] | None = None, model: Any = None) -> dict[str, Any]:
     """Write ``source_dir``'s checkpoint with the vocabulary of ``id_map`` into ``out_dir`` (which exists).
 
     ``new_rows`` / ``new_output_rows`` / ``new_bias`` and ``special_token_ids`` mean what they mean for
     :func:`remap_vocab` (the rows of the ``-1`` entries, in order; the mean when not given); tensors that
     get computed rows are remapped whole in memory (the same code as the in-memory path, so the same
-    bytes), in the checkpoint's dtype. Returns a small report (class, tie status, sizes). Raises
+    bytes), in the checkpoint's dtype. ``model``: the checkpoint's :func:`meta_model` when the caller built
+    one already (it is remapped in place). Returns a small report (class, tie status, sizes). Raises
     :class:`ModelError` when the checkpoint has no safetensors weights or its tensor names do not match
     the model's parameters.
     """
@@ -134,7 +135,7 @@ def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequen
     if not files:
         raise ModelError("no safetensors weights to edit lazily", path=source_dir,
                          hint="the in-memory path handles .bin and GGUF checkpoints")
-    model = meta_model(source_dir)
+    model = meta_model(source_dir) if model is None else model
     before = locate(model, allow_meta=True)
     vocab_names = {before.input_weight, before.output_weight, before.output_bias, *before.other_vocab_params}
     vocab_names.discard(None)
