@@ -16,6 +16,8 @@ def adapt(
                                  "parameter counts) and run nothing."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted training stage from its last "
                                 "checkpoint (finished stages are always reused)."),
+    force: bool = typer.Option(False, "--force", help="Write the run into a non-empty directory that is not a "
+                               "vocabshift run (its files named like the run's are replaced)."),
 ) -> None:
     """Adapt a model to new languages from one recipe; finished stages are cached and reused."""
     from rich.console import Console
@@ -40,7 +42,7 @@ def adapt(
             console.print(f"  {key}: {value:,}" if isinstance(value, int) and not isinstance(value, bool)
                           else f"  {key}: {value}")
         return
-    result = run_adapt(config, out or Path("runs") / (config.name or recipe.stem), resume=resume,
+    result = run_adapt(config, out or Path("runs") / (config.name or recipe.stem), resume=resume, force=force,
                        on_stage=lambda s, status: console.print(f"[bold]{s.name}[/bold]: {status}")
                        if status != "done" else None)
     console.print(f"ran {', '.join(result.ran) or 'nothing'}; reused {', '.join(result.cached) or 'nothing'}")

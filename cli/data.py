@@ -14,7 +14,8 @@ import typer
 app = typer.Typer(help="Data manifests: corpora, vectors, dictionaries and models with checksums "
                        "(nothing is downloaded).", no_args_is_help=True)
 
-_MANIFESTS_HELP = "Directory of manifest files (default: $VOCABSHIFT_MANIFESTS, else the data_manifests/ folder)."
+_MANIFESTS_HELP = ("Directory of manifest files (default: $VOCABSHIFT_MANIFESTS, else the shipped ones: data_manifests/ "
+                   "in a source checkout, vocabshift/data/manifests/ when installed).")
 _PRESENT = {"ok": "[green]yes[/green]", "missing": "no"}
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import time
 
 import typer
 
@@ -70,9 +72,35 @@ def _root(
     logging.getLogger("vocabshift").setLevel(level)
 
 
+def _raise_stopped(signum: int, frame: object) -> None:
+    from vocabshift.errors import Stopped
+
+    raise Stopped(signum)
+
+
+def _interrupt_in_chain(err: BaseException) -> KeyboardInterrupt | None:
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _exit_interrupted(err: KeyboardInterrupt) -> None:
+    signum = getattr(err, "signum", signal.SIGINT)
+    typer.echo("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}", err=True)
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr and exit status 1."""
-    from vocabshift.errors import VocabshiftError
+    import vocabshift.outputs
+
+    # An output written after this moment comes from a concurrent run: never replaced (see outputs.py).
+    vocabshift.outputs.COMMAND_STARTED = time.time()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded unless the user asks
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -80,6 +108,22 @@ def main(argv: list[str] | None = None) -> None:
     if not {"--verbose", "-v", "--debug"} & set(argv):
         # transformers' own "Loading weights" / "Writing model shards" bars; vocabshift logs its own progress
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    previous_term = signal.getsignal(signal.SIGTERM)
+    if previous_term == signal.SIG_DFL:
+        # SIGTERM (kill, timeout, schedulers) unwinds like Ctrl-C: temporary outputs are removed, locks
+        # released, training checkpoints written; the default would end the process on the spot.
+        signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        _run(argv)
+    finally:  # main() called in a longer-lived process (tests, notebooks) leaves it as it was
+        vocabshift.outputs.COMMAND_STARTED = None
+        if previous_term == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _run(argv: list[str]) -> None:
+    from vocabshift.errors import VocabshiftError
+
     try:
         # Standalone mode: usage errors print click's message and exit 2; library errors come out here.
         app(args=argv, prog_name="vocabshift", standalone_mode=True)
@@ -88,12 +132,23 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        _exit_interrupted(err)
+    except SystemExit as err:
+        # typer turns a KeyboardInterrupt into exit status 130; a SIGTERM must still say so (143).
+        interrupt = _interrupt_in_chain(err)
+        if interrupt is None:
+            raise
+        _exit_interrupted(interrupt)
     except Exception as err:
         if "--debug" in argv:
             raise
+        from vocabshift.outputs import disk_full_error
+
+        full = disk_full_error(err, "the output")
+        if full is not None:
+            typer.echo(f"error: {full}", err=True)
+            sys.exit(1)
         typer.echo(f"error: unexpected {type(err).__name__}: {err} (run with --debug for the traceback)", err=True)
         sys.exit(1)
 

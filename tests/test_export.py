@@ -166,8 +166,10 @@ def test_export_errors(trained, tmp_path):
     shutil.rmtree(empty_run / "checkpoints")
     with pytest.raises(ConfigError, match="no checkpoint to export"):
         export(ExportConfig(run=str(empty_run), out=str(tmp_path / "o3")))
+    plain = tmp_path / "plain"
+    plain.mkdir()
     with pytest.raises(ConfigError, match="not a vocabshift training run"):
-        export(ExportConfig(run=str(tmp_path), out=str(tmp_path / "o4")))
+        export(ExportConfig(run=str(plain), out=str(tmp_path / "o4")))
 
 
 def test_cli_train_then_export(trained, spanish, tmp_path, capsys):  # noqa: F811

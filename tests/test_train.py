@@ -265,10 +265,18 @@ def test_ctrl_c_signal_stops_at_the_next_step_with_a_checkpoint(models, spanish,
             os.kill(os.getpid(), signal.SIGINT)
 
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(train_config(models["gpt2"], spanish, out, max_steps=5), callbacks=[press_ctrl_c])
-    assert [p.name for p in list_checkpoints(out)] == ["step-000002"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    # As in a shell running the tests in the background (or nohup): SIGINT ignored on entry.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(train_config(models["gpt2"], spanish, out, max_steps=5), callbacks=[press_ctrl_c])
+        assert [p.name for p in list_checkpoints(out)] == ["step-000002"]
+        # the handlers are put back to what they were, not to Python's default
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == before[1]
+    finally:
+        signal.signal(signal.SIGINT, before[0])
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(models, spanish, tmp_path):

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +25,30 @@ from vocabshift.corpus import CorpusConfig, CorpusSource
 from vocabshift.errors import ConfigError
 
 T = TypeVar("T")
+
+MAX_INT = 2**63 - 1  # an int field holds what an int64 (and Rust's u64/usize) holds, no more
+MAX_VOCAB_SIZE = 2**24  # 16,777,216: far above any real vocabulary; what every trainer accepts without crashing
+MAX_PAD_MULTIPLE = 2**16  # pad_to_multiple_of: padding rows are allocated, so a typo must not ask for billions
+MAX_ALIAS_NODES = 10_000  # YAML nodes that aliases (*name) may add to a document when expanded
+MAX_VALUE_CHARS = 200  # a value quoted in an error message is cut to this
+MAX_PROBLEMS = 20  # problems listed in one error line; the rest are counted
+
+_NUMBER = re.compile(r"^[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?$")  # numbers YAML 1.1 reads as strings (1e6)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, MAX_VALUE_CHARS, 60
+
+
+def show(value: Any) -> str:
+    """``repr(value)`` for an error message, at most :data:`MAX_VALUE_CHARS` long (nested data elided)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 3] + "..."
+
+
+def format_problems(problems: list[str], limit: int = MAX_PROBLEMS) -> str:
+    """Problems joined with ``; `` for one error line: the first ``limit``, then how many more there are."""
+    shown = [p if len(p) <= 2 * MAX_VALUE_CHARS else p[:2 * MAX_VALUE_CHARS - 3] + "..." for p in problems[:limit]]
+    more = len(problems) - len(shown)
+    return "; ".join(shown) + (f"; ... and {more} more" if more > 0 else "")
 
 
 def to_dict(obj: Any) -> Any:
@@ -59,7 +86,9 @@ def _check_type(value: Any, hint: Any, where: str, errors: list[str] | None = No
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        # ``errors`` is the caller's collector: a nested section's problems must land there, not in a
+        # list of this union's failed alternatives (which would drop them silently).
+        failed: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
@@ -68,8 +97,8 @@ def _check_type(value: Any, hint: Any, where: str, errors: list[str] | None = No
             except _AlreadyReported:
                 raise
             except ConfigError as err:
-                errors.append(err)
-        raise errors[0] if errors else ConfigError(f"{where}: null is not allowed")
+                failed.append(err)
+        raise failed[0] if failed else ConfigError(f"{where}: null is not allowed")
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
@@ -81,20 +110,43 @@ def _check_type(value: Any, hint: Any, where: str, errors: list[str] | None = No
         return built
     if origin in (list, tuple) or hint in (list, tuple):
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {show(value)}")
         inner = args[0] if args else Any
-        return [_check_type(v, inner, f"{where}[{i}]", errors) for i, v in enumerate(value)]
+        if errors is None:
+            return [_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        items, failed = [], False
+        for i, v in enumerate(value):  # collecting: every item's problems, not only the first bad item's
+            try:
+                items.append(_check_type(v, inner, f"{where}[{i}]", errors))
+            except _AlreadyReported:
+                failed = True
+            except ConfigError as err:
+                errors.append(str(err))
+                failed = True
+        if failed:
+            raise _AlreadyReported()
+        return items
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{where}: {show(value)} is out of range (at most ±{MAX_INT:,})")
         return float(value)
     if hint is Path and isinstance(value, str):
         return Path(value)
+    if hint is int and (isinstance(value, float) or isinstance(value, str) and _NUMBER.match(value.strip())):
+        # YAML reads 1e6 as a string and 1.0e+6 as a float: an int field takes whole numbers in digits only
+        raise ConfigError(f"{where}: expected int, got {type(value).__name__} {show(value)}",
+                          hint="write a whole number in digits, e.g. 1000000 (not 1e6 or 1.5)")
     if isinstance(hint, type):
         if hint is int and isinstance(value, bool) or not isinstance(value, hint):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {show(value)}")
+    if hint is int and abs(value) > MAX_INT:
+        raise ConfigError(f"{where}: {show(value)} is out of range (at most ±{MAX_INT:,})")
+    if hint is float and math.isnan(value):
+        raise ConfigError(f"{where}: NaN is not a value", hint="give a number")
     return value
 
 
@@ -133,7 +185,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str], co
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(names)})"
-            fail(f"unknown key '{path}'{hint}")
+            shown = path if len(path) <= MAX_VALUE_CHARS else path[:MAX_VALUE_CHARS - 3] + "..."
+            fail(f"unknown key '{shown}'{hint}")
             continue
         if collect:
             try:
@@ -156,21 +209,77 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str], co
     except ConfigError as err:
         if not collect:
             raise
-        errors.append(f"{where}: {err}" if where else str(err))
+        message = str(err)
+        if where and message.split(" ", 1)[0].rstrip(":") in names:
+            errors.append(f"{where}.{message}")  # "max_steps must be ..." -> "training.max_steps must be ..."
+        else:
+            errors.append(f"{where}: {message}" if where else message)
     except TypeError as err:
         fail(f"{where or cls.__name__}: {err}")
     return None
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Nodes in ``node`` with every alias expanded (``sizes``: the answer per node already counted)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ConfigError("a YAML alias refers to a node that contains it (a recursive document)")
+    open_nodes.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes)
+                       for k, v in node.value)
+    else:
+        size = 1
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
+
+
+def safe_load_yaml(text: str, path: str | Path | None = None) -> Any:
+    """``yaml.safe_load`` that refuses alias bombs: aliases (``*name``) may add at most
+    :data:`MAX_ALIAS_NODES` nodes when expanded, and may not be recursive.
+
+    A few kilobytes of nested aliases otherwise expand to gigabytes wherever the data is walked (JSON,
+    hashing, an error message quoting it). Raises ConfigError naming ``path``.
+    """
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+        added = _expanded_size(node, sizes, set()) - len(sizes)
+        if added > MAX_ALIAS_NODES:
+            raise ConfigError(f"YAML aliases expand the document by {added:,} nodes (at most {MAX_ALIAS_NODES:,})",
+                              path=path, hint="write the repeated parts out, or reuse fewer anchors")
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"invalid YAML: {str(err).splitlines()[0][:MAX_VALUE_CHARS]}", path=path) from err
+    except RecursionError as err:
+        raise ConfigError("invalid YAML: nested too deeply", path=path) from err
+    except ConfigError as err:
+        if path is None or err.path is not None:
+            raise
+        raise ConfigError(err.problem, path=path, hint=err.hint) from err
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors that name the file."""
+    """Read a YAML mapping, with errors that name the file (aliases bounded: :func:`safe_load_yaml`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("config file does not exist", path=path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"invalid YAML: {str(err).splitlines()[0]}", path=path) from err
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read it: {err}", path=path) from err
+    data = safe_load_yaml(text, path)
     if not isinstance(data, dict):
         raise ConfigError("expected a YAML mapping at the top level", path=path)
     return data
@@ -194,6 +303,31 @@ class ConfigMixin:
         return yaml.safe_dump(to_dict(self), sort_keys=False, allow_unicode=True)
 
 
+def check_whole_number(value: Any, name: str, minimum: int, maximum: int) -> None:
+    """Refuse anything but an int in ``minimum .. maximum`` (for configs built in Python, where no YAML
+    type check ran: ``TrainConfig(max_steps=1e30)``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {type(value).__name__} {show(value)}",
+                          hint="write it in digits, e.g. 1000 (not 1e3 or 1.5)")
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:,} and {maximum:,}, got {value:,}")
+
+
+def check_vocab_size(value: int, name: str) -> None:
+    """Refuse a vocabulary size outside 1 .. :data:`MAX_VOCAB_SIZE` before any trainer sees it.
+
+    The family's own minimum (special tokens, 256 byte tokens) needs the source tokenizer; the tokenizer
+    stage checks it. Above the maximum the Rust trainers abort the process (allocation failure).
+    """
+    check_whole_number(value, name, -MAX_INT, MAX_INT)
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value:,}",
+                          hint="give the size of the finished tokenizer, e.g. 32000")
+    if value > MAX_VOCAB_SIZE:
+        raise ConfigError(f"{name} {value:,} is above the maximum {MAX_VOCAB_SIZE:,}",
+                          hint="give the size of the finished tokenizer, e.g. 32000")
+
+
 @dataclass
 class TokenizerTrainConfig(ConfigMixin):
     """Train a target-language tokenizer in the source tokenizer's family (``vocabshift tokenizer train``)."""
@@ -213,8 +347,7 @@ class TokenizerTrainConfig(ConfigMixin):
     force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
     def __post_init__(self) -> None:
-        if self.vocab_size <= 0:
-            raise ConfigError(f"vocab_size must be positive, got {self.vocab_size}")
+        check_vocab_size(self.vocab_size, "vocab_size")
         if self.min_frequency < 1:
             raise ConfigError(f"min_frequency must be at least 1, got {self.min_frequency}")
         if not 0.0 < self.character_coverage <= 1.0:
@@ -223,4 +356,5 @@ class TokenizerTrainConfig(ConfigMixin):
             raise ConfigError(f"max_piece_length must be >= 0, got {self.max_piece_length}")
 
 
-__all__ = ["ConfigMixin", "CorpusConfig", "CorpusSource", "TokenizerTrainConfig", "from_dict", "load_yaml", "to_dict"]
+__all__ = ["MAX_PAD_MULTIPLE", "MAX_VOCAB_SIZE", "ConfigMixin", "CorpusConfig", "CorpusSource", "TokenizerTrainConfig",
+           "check_vocab_size", "format_problems", "from_dict", "load_yaml", "safe_load_yaml", "show", "to_dict"]

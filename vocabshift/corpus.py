@@ -4,6 +4,16 @@ Every stage that reads text (tokenizer training, vectors, continued pretraining,
 through :func:`iter_corpus`, so formats, limits, mixing and error messages behave the same
 everywhere. Nothing here ever holds a whole corpus in memory: files are read line by line (parquet in
 record batches) and the only buffer is the optional shuffle buffer of ``shuffle_buffer`` documents.
+Nor a whole line: text is read with bounded ``readline`` calls, and a document longer than
+``max_document_bytes`` UTF-8 bytes (1 MiB by default) is yielded as several documents of at most
+that size, cut before the last space or tab in the second half of the allowed length (the space
+starts the next piece), else between two characters (:func:`split_document`). A ``.jsonl`` record
+must be parsed whole, so one longer than ``max(64 MiB, 4 * max_document_bytes)`` is an error.
+
+Pipes and devices: a FIFO or ``<(command)`` (``/dev/fd/N``) is streamed once; a second open of the
+same pipe in this process is an error (it would block or read a partial stream), and a pipe cannot
+be in a mixture of several sources (no size; sources are re-read). A character or block device
+(``/dev/zero``) is read only with ``max_bytes``, as it may never end.
 
 Formats, chosen by file suffix:
 
@@ -45,10 +55,12 @@ drawn, and a source that turns out to hold no document is dropped from the mixtu
 Order of operations: read (skipping empty documents) -> mix -> limits -> shuffle buffer. The limits apply
 to the mixed stream before shuffling: ``max_documents`` documents; ``max_bytes`` UTF-8 bytes of
 yielded documents (the stream stops at the first document that would take the total past
-``max_bytes``, so the total never exceeds it); ``max_lines`` physical lines read (the document on
-line ``max_lines`` is the last one). With ``shuffle=True`` the file order of each source is permuted
-with the seed and documents pass through a buffer of ``shuffle_buffer`` documents (the tf.data /
-HF datasets buffer shuffle): this is a local shuffle, not a uniform permutation of the corpus.
+``max_bytes``, so the total never exceeds it; the text reader stops reading that document as soon as
+it cannot fit, after at most ``max_document_bytes + 2`` of its bytes); ``max_lines`` physical lines
+read (the document on line ``max_lines``, with all its pieces, is the last one). With
+``shuffle=True`` the file order of each source is permuted with the seed and documents pass through
+a buffer of ``shuffle_buffer`` documents (the tf.data / HF datasets buffer shuffle): this is a local
+shuffle, not a uniform permutation of the corpus.
 
 The same config and seed always give the same stream. An empty stream is an error, raised when
 iteration ends.
@@ -65,6 +77,7 @@ import json
 import lzma
 import math
 import os
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,6 +99,7 @@ __all__ = [
     "iter_file",
     "mixing_probabilities",
     "resolve_files",
+    "split_document",
 ]
 
 ENCODING_ERRORS = ("strict", "replace")
@@ -98,6 +112,10 @@ _GLOB_CHARS = frozenset("*?[")
 _DECOMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, zstandard.ZstdError)
 _DRAW_BLOCK = 4096  # random numbers are drawn in blocks: one numpy call per block, not per document
 _PARQUET_BATCH_ROWS = 1024  # documents can be long; small batches keep memory flat
+MAX_DOCUMENT_BYTES = 1 << 20  # default CorpusConfig.max_document_bytes
+MIN_DOCUMENT_BYTES = 4  # a piece must hold the longest UTF-8 character
+MAX_JSON_LINE_BYTES = 64 << 20  # a JSON Lines record must be parsed whole; longer ones are refused
+_SPLIT_WHITESPACE = (b" ", b"\t")
 
 
 @dataclass
@@ -175,6 +193,13 @@ class CorpusConfig:
         },
     )
     skip_empty: bool = field(default=True, metadata={"help": "Skip empty and whitespace-only documents."})
+    max_document_bytes: int = field(
+        default=MAX_DOCUMENT_BYTES,
+        metadata={
+            "help": "Split a document (a line of text) longer than this many UTF-8 bytes into pieces of at "
+            "most this size, at a space or tab when there is one in the second half, else between characters."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.sources, CorpusSource):
@@ -196,6 +221,11 @@ class CorpusConfig:
             raise ConfigError(f"shuffle_buffer must be a positive integer, got {self.shuffle_buffer!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        limit = self.max_document_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < MIN_DOCUMENT_BYTES:
+            raise ConfigError(
+                f"max_document_bytes must be an integer of at least {MIN_DOCUMENT_BYTES}, got {limit!r}"
+            )
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ConfigError(f"temperature must be a positive number, got {self.temperature!r}")
         weighted = [s.weight is not None for s in self.sources]
@@ -283,17 +313,38 @@ def _file_kind(path: Path) -> tuple[str, str | None]:
 # One file
 
 
-def iter_file(path: Path, *, text_field: str = "text", encoding_errors: str = "strict") -> Iterator[str]:
+def iter_file(
+    path: Path,
+    *,
+    text_field: str = "text",
+    encoding_errors: str = "strict",
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
+) -> Iterator[str]:
     """Stream the documents of one file, in order (empty documents included).
 
-    The format and compression come from the suffix (see the module docstring). Errors are
-    :class:`CorpusError` naming the file; they are raised when the reader reaches the bad data.
+    The format and compression come from the suffix (see the module docstring); a document longer
+    than ``max_document_bytes`` comes as several pieces. A pipe (FIFO) is read once; a character
+    device is refused, as it may never end (read it through :func:`iter_corpus` with ``max_bytes``).
+    Errors are :class:`CorpusError` naming the file; they are raised when the reader reaches the bad data.
     """
     _check_encoding_errors(encoding_errors)
     path = Path(path)
-    if not path.is_file():
-        raise CorpusError("not a file" if path.exists() else "no such file", path=path)
-    return (doc for doc, _ in _iter_records(path, text_field, encoding_errors))
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise CorpusError("not a file" if path.exists() else "no such file", path=path) from None
+    if _is_device(mode):
+        raise CorpusError(
+            "is a device, which may never end", path=path, hint="read it with iter_corpus and max_bytes"
+        )
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise CorpusError("not a file", path=path)
+    records = _iter_records(path, text_field, encoding_errors, max_document_bytes)
+    return (doc for doc, _, _ in records)
+
+
+def _is_device(mode: int) -> bool:
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def _check_encoding_errors(value: str) -> None:
@@ -301,8 +352,19 @@ def _check_encoding_errors(value: str) -> None:
         raise ConfigError(f"encoding_errors must be one of {', '.join(ENCODING_ERRORS)}, got {value!r}")
 
 
-def _iter_records(path: Path, text_field: str, encoding_errors: str) -> Iterator[tuple[str, int]]:
-    """Yield (document, physical line number) for one file; the line number of a parquet row is its row number."""
+class _OverBudget(Exception):
+    """A reader found that the next document cannot fit in what ``max_bytes`` leaves."""
+
+
+def _iter_records(
+    path: Path, text_field: str, encoding_errors: str, limit: int, state: _LimitState | None = None
+) -> Iterator[tuple[str, int, bool]]:
+    """Yield (document, physical line number, whether the line ends here) for one file.
+
+    A document longer than ``limit`` UTF-8 bytes comes as several pieces with the same line number,
+    all but the last with ``False``. The line number of a parquet row is its row number. ``state``
+    (the stream's limits) lets a text reader stop reading a line that ``max_bytes`` cannot take.
+    """
     fmt, compression = _file_kind(path)
     if fmt == "parquet":
         if compression is not None:
@@ -311,15 +373,67 @@ def _iter_records(path: Path, text_field: str, encoding_errors: str) -> Iterator
                 path=path,
                 hint="parquet compresses internally; decompress the file first",
             )
-        yield from _iter_parquet(path, text_field, encoding_errors)
+        if not path.is_file():
+            raise CorpusError(
+                "parquet is read by random access, which a pipe or device does not allow",
+                path=path,
+                hint="save the stream to a .parquet file and pass that",
+            )
+        for doc, row in _iter_parquet(path, text_field, encoding_errors):
+            yield from _pieces_of(doc, row, limit)
         return
-    for line_no, text in _iter_text_lines(path, compression, encoding_errors):
-        if fmt == "txt":
-            yield text, line_no
-            continue
+    if fmt == "txt":
+        for line_no, text, ends_line in _iter_text_lines(path, compression, encoding_errors, limit, state):
+            yield text, line_no, ends_line
+        return
+    json_limit = max(MAX_JSON_LINE_BYTES, 4 * limit)
+    for line_no, text, _ in _iter_text_lines(path, compression, encoding_errors, json_limit, split=False):
         if not text.strip():  # blank lines in JSON Lines are not documents
             continue
-        yield _jsonl_text(path, line_no, text, text_field), line_no
+        yield from _pieces_of(_jsonl_text(path, line_no, text, text_field), line_no, limit)
+
+
+def _pieces_of(doc: str, line_no: int, limit: int) -> Iterator[tuple[str, int, bool]]:
+    pieces = split_document(doc, limit)
+    for i, piece in enumerate(pieces, 1):
+        yield piece, line_no, i == len(pieces)
+
+
+def split_document(text: str, max_bytes: int) -> list[str]:
+    """``text`` cut into pieces of at most ``max_bytes`` UTF-8 bytes, as the corpus reader cuts long lines.
+
+    A cut falls before the last space or tab in the second half of the allowed length (the space
+    starts the next piece, so a word keeps its leading space), else between two characters. The
+    pieces joined give back ``text``.
+    """
+    if len(text) * 4 <= max_bytes:  # a character has at most 4 bytes: no need to encode
+        return [text]
+    # surrogatepass: JSON can hold lone surrogates; they are cut and joined back unchanged.
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= max_bytes:
+        return [text]
+    pieces = []
+    start = 0
+    while len(raw) - start > max_bytes:
+        cut = _cut_point(raw, max_bytes, start)
+        pieces.append(raw[start:cut].decode("utf-8", "surrogatepass"))
+        start = cut
+    pieces.append(raw[start:].decode("utf-8", "surrogatepass"))
+    return pieces
+
+
+def _cut_point(buf: bytes, limit: int, start: int = 0) -> int:
+    """Where to end a piece of ``buf[start:]``, which is longer than ``limit`` bytes: an index in
+    ``start + limit // 2 .. start + limit``, before a space or tab if there is one, else before the
+    first byte of a UTF-8 character."""
+    cut = max(buf.rfind(space, start + limit // 2, start + limit + 1) for space in _SPLIT_WHITESPACE)
+    if cut >= 0:
+        return cut
+    cut = start + limit
+    # Back up over continuation bytes (10xxxxxx) to the character's first byte; at most 3 of them.
+    while cut > start + limit - 3 and buf[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return cut
 
 
 def _open_binary(path: Path, compression: str | None) -> IO[bytes]:
@@ -340,40 +454,121 @@ def _open_binary(path: Path, compression: str | None) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _iter_text_lines(path: Path, compression: str | None, encoding_errors: str) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, decoded line without its line ending)."""
+# Pipes opened by this process, by (path, device, inode). A pipe's data can be read only once, and
+# opening a named pipe again blocks until some process writes to it: a second read is refused instead.
+_PIPES_OPENED: set[tuple[str, int, int]] = set()
+
+
+def _claim_pipe(path: Path) -> None:
+    try:
+        st = path.stat()
+    except OSError:
+        return  # open() reports it
+    if not stat.S_ISFIFO(st.st_mode):
+        return
+    key = (os.fspath(path), st.st_dev, st.st_ino)
+    if key in _PIPES_OPENED:
+        raise CorpusError(
+            "this pipe was read already, and a pipe (a FIFO or <(command)) can be read only once",
+            path=path,
+            hint="save the stream to a regular file and pass that",
+        )
+    _PIPES_OPENED.add(key)
+
+
+def _iter_text_lines(
+    path: Path,
+    compression: str | None,
+    encoding_errors: str,
+    limit: int,
+    state: _LimitState | None = None,
+    *,
+    split: bool = True,
+) -> Iterator[tuple[int, str, bool]]:
+    """Yield (1-based line number, decoded text without its line ending, whether the line ends here).
+
+    A line longer than ``limit`` bytes comes in pieces (``split``) or is refused; no more than
+    ``limit + 2`` bytes of a line are held at once.
+    """
+    _claim_pipe(path)
     try:
         fh = _open_binary(path, compression)
     except OSError as exc:
         raise CorpusError(f"cannot open file: {exc.strerror or exc}", path=path) from exc
-    offset = 0  # byte offset of the current line in the decompressed stream
-    line_no = 0
+    where = "of the decompressed stream" if compression else "of the file"
     with fh:
-        while True:
-            try:
-                raw = fh.readline()
-            except _DECOMPRESSION_ERRORS as exc:
-                raise _read_error(path, compression, exc, offset) from exc
-            if not raw:
-                return
-            line_no += 1
-            start = 0
-            if line_no == 1 and raw.startswith(_BOM):
-                start = len(_BOM)
+        for line_no, offset, raw, ends_line in _raw_pieces(fh, path, compression, limit, state, split):
+            start = len(_BOM) if offset == 0 and raw.startswith(_BOM) else 0
             end = len(raw)
-            if raw.endswith(b"\n"):
+            if ends_line and raw.endswith(b"\n"):
                 end -= 2 if raw.endswith(b"\r\n") else 1
             try:
                 text = raw[start:end].decode("utf-8", errors=encoding_errors)
             except UnicodeDecodeError as exc:
-                where = "of the decompressed stream" if compression else "of the file"
                 raise CorpusError(
                     f"invalid UTF-8 at byte offset {offset + start + exc.start} {where} (line {line_no})",
                     path=path,
                     hint="convert the file to UTF-8, or pass --encoding-errors replace to substitute U+FFFD",
                 ) from exc
-            offset += len(raw)
-            yield line_no, text
+            if encoding_errors == "strict" or not split:
+                yield line_no, text, ends_line
+                continue
+            # A replaced byte grows to 3 (U+FFFD): cut again so that no piece is over the limit.
+            *head, last = split_document(text, limit)
+            for piece in head:
+                yield line_no, piece, False
+            yield line_no, last, ends_line
+
+
+def _raw_pieces(
+    fh: IO[bytes], path: Path, compression: str | None, limit: int, state: _LimitState | None, split: bool
+) -> Iterator[tuple[int, int, bytes, bool]]:
+    """Yield (line number, stream offset, bytes, whether the line ends here): lines, read with bounded
+    ``readline`` calls, cut into pieces of at most ``limit`` bytes (plus the line ending).
+
+    With ``state.bytes_left`` set (``max_bytes``), a line is read only as far as needed to know that
+    it cannot fit: then :class:`_OverBudget` is raised.
+    """
+    offset = 0  # stream offset of carry[0], i.e. of the next piece
+    line_no = 0
+    carry = b""  # bytes of the current line read but not yet yielded
+    starts_line = True
+    while True:
+        want = limit + 2  # room for "\r\n": a line of exactly `limit` bytes is one piece
+        left = None if state is None else state.bytes_left
+        if left is not None and left + 2 < limit // 2:
+            # A piece is never cut shorter than limit // 2, so a line still going on after left + 3
+            # bytes cannot fit: reading that much tells.
+            want = left + 3
+        if len(carry) < want:
+            try:
+                chunk = fh.readline(want - len(carry))
+            except _DECOMPRESSION_ERRORS as exc:
+                raise _read_error(path, compression, exc, offset + len(carry)) from exc
+            buf = carry + chunk if carry else chunk
+            ends_line = buf.endswith(b"\n") or len(buf) < want  # a line ending, or the end of the stream
+        else:
+            buf, ends_line = carry, False
+        if not buf:
+            return
+        if starts_line:
+            line_no += 1
+        if ends_line:
+            cut = len(buf)
+        elif want < limit + 2:
+            raise _OverBudget
+        elif not split:
+            raise CorpusError(
+                f"line {line_no} is longer than {limit} bytes, too long for one JSON Lines record",
+                path=path,
+                hint="split the document over several records, or give it as a .txt file",
+            )
+        else:
+            cut = _cut_point(buf, limit)
+        carry = buf[cut:]
+        yield line_no, offset, buf[:cut], ends_line
+        offset += cut
+        starts_line = ends_line
 
 
 def _read_error(path: Path, compression: str | None, exc: BaseException, offset: int) -> CorpusError:
@@ -478,6 +673,9 @@ def _iter_parquet(path: Path, text_field: str, encoding_errors: str) -> Iterator
 # Sources and mixing
 
 
+_Record = tuple[str, int, bool]  # (document, physical lines started since the last one, ends its line)
+
+
 @dataclass
 class _SourcePlan:
     files: list[Path]
@@ -493,10 +691,35 @@ def _plan_sources(config: CorpusConfig, rngs: list[np.random.Generator] | None =
         parquet = [f for f in files if _file_kind(f)[0] == "parquet"]
         if parquet:
             _import_parquet(parquet[0])  # fail now, not after hours of reading the other files
-        size = sum(f.stat().st_size for f in files)
+        size = sum(_regular_size(f, config) for f in files)
         rng = rngs[i] if rngs is not None else np.random.default_rng(config.seed)
         plans.append(_SourcePlan(files, source.text_field or config.text_field, size, rng))
     return plans
+
+
+def _regular_size(path: Path, config: CorpusConfig) -> int:
+    """The size on disk of a regular file; 0 for a pipe or device that may be read as asked, else an error."""
+    st = path.stat()
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return st.st_size
+    if not (stat.S_ISFIFO(mode) or _is_device(mode)):
+        raise CorpusError("not a regular file, pipe or device", path=path)
+    kind = "a pipe" if stat.S_ISFIFO(mode) else "a device"
+    if len(config.sources) > 1:
+        raise CorpusError(
+            f"is {kind}, which cannot be mixed with other sources: mixing weighs sources by their size on "
+            "disk and reads a source again when it runs out",
+            path=path,
+            hint="save the stream to a regular file and pass that",
+        )
+    if _is_device(mode) and config.max_bytes is None:
+        raise CorpusError(
+            "is a device, which may never end (like /dev/zero)",
+            path=path,
+            hint="pass --max-bytes to read at most that much, or save the data to a regular file",
+        )
+    return 0
 
 
 def _probabilities(config: CorpusConfig, plans: list[_SourcePlan]) -> np.ndarray:
@@ -531,30 +754,36 @@ def mixing_probabilities(config: CorpusConfig) -> list[float]:
     return _probabilities(config, _plan_sources(config)).tolist()
 
 
-def _iter_source(plan: _SourcePlan, config: CorpusConfig) -> Iterator[tuple[str, int]]:
-    """One pass over a source: (document, physical lines read since the previous document)."""
+def _iter_source(plan: _SourcePlan, config: CorpusConfig, state: _LimitState) -> Iterator[_Record]:
+    """One pass over a source: (document, physical lines started since the previous document, whether
+    the document ends its line)."""
     files = plan.files
     if config.shuffle:
         files = [files[i] for i in plan.rng.permutation(len(files))]
     pending = 0
     for path in files:
         previous = 0
-        for doc, line_no in _iter_records(path, plan.text_field, config.encoding_errors):
+        limit = config.max_document_bytes
+        for doc, line_no, ends_line in _iter_records(path, plan.text_field, config.encoding_errors, limit, state):
             pending += line_no - previous
             previous = line_no
             if config.skip_empty and not doc.strip():
                 continue
-            yield doc, pending
+            yield doc, pending, ends_line
             pending = 0
 
 
 def _mix(
-    plans: list[_SourcePlan], q: np.ndarray, config: CorpusConfig, rng: np.random.Generator
-) -> Iterator[tuple[str, int]]:
+    plans: list[_SourcePlan],
+    q: np.ndarray,
+    config: CorpusConfig,
+    rng: np.random.Generator,
+    state: _LimitState,
+) -> Iterator[_Record]:
     """Draw sources by ``q`` until every source has run out at least once; restart the others."""
     q = q.copy()
     exhausted = [bool(p == 0) for p in q]  # a source that is never drawn cannot hold the stream open
-    streams = [_iter_source(plan, config) for plan in plans]
+    streams = [_iter_source(plan, config, state) for plan in plans]
     try:
         while q.sum() > 0:
             cdf = np.cumsum(q)
@@ -566,7 +795,8 @@ def _mix(
                     exhausted[i] = True
                     if all(exhausted):
                         return
-                    streams[i] = _iter_source(plans[i], config)  # cycle: upsample until the others finish
+                    # cycle: upsample until the others finish
+                    streams[i] = _iter_source(plans[i], config, state)
                     item = next(streams[i], None)
                     if item is None:  # the source holds no document at all: drop it and redraw
                         q[i] = 0
@@ -585,28 +815,37 @@ def _mix(
 class _LimitState:
     stopped_by: str | None = None
     first_doc_bytes: int | None = None
+    first_doc_exact: bool = True  # False: the first document has more than first_doc_bytes bytes
+    bytes_left: int | None = None  # what max_bytes leaves for the next document; readers read no further
 
 
-def _limit(records: Iterator[tuple[str, int]], config: CorpusConfig, state: _LimitState) -> Iterator[str]:
+def _limit(records: Iterator[_Record], config: CorpusConfig, state: _LimitState) -> Iterator[str]:
     n_docs = n_bytes = n_lines = 0
-    for doc, lines in records:
-        n_lines += lines
-        if config.max_lines is not None and n_lines > config.max_lines:
-            state.stopped_by = f"max_lines={config.max_lines}"
-            return
-        if config.max_bytes is not None:
-            size = len(doc.encode("utf-8"))
-            if n_bytes + size > config.max_bytes:
-                state.stopped_by = f"max_bytes={config.max_bytes}"
-                state.first_doc_bytes = size if n_docs == 0 else None
+    state.bytes_left = config.max_bytes
+    try:
+        for doc, lines, ends_line in records:
+            n_lines += lines
+            if config.max_lines is not None and n_lines > config.max_lines:
+                state.stopped_by = f"max_lines={config.max_lines}"
                 return
-            n_bytes += size
-        yield doc
-        n_docs += 1
-        if config.max_documents is not None and n_docs >= config.max_documents:
-            return
-        if config.max_lines is not None and n_lines >= config.max_lines:
-            return
+            if config.max_bytes is not None:
+                size = len(doc.encode("utf-8"))
+                if n_bytes + size > config.max_bytes:
+                    state.stopped_by = f"max_bytes={config.max_bytes}"
+                    state.first_doc_bytes = size if n_docs == 0 else None
+                    return
+                n_bytes += size
+                state.bytes_left = config.max_bytes - n_bytes
+            yield doc
+            n_docs += 1
+            if config.max_documents is not None and n_docs >= config.max_documents:
+                return
+            if config.max_lines is not None and n_lines >= config.max_lines and ends_line:
+                return
+    except _OverBudget:
+        state.stopped_by = f"max_bytes={config.max_bytes}"
+        if n_docs == 0:
+            state.first_doc_bytes, state.first_doc_exact = config.max_bytes, False
 
 
 def _shuffle_buffer(docs: Iterator[str], size: int, rng: np.random.Generator) -> Iterator[str]:
@@ -636,11 +875,12 @@ def iter_corpus(config: CorpusConfig) -> Iterator[str]:
     seeds = np.random.SeedSequence(config.seed).spawn(2 + len(config.sources))
     mix_rng, shuffle_rng, *source_rngs = (np.random.default_rng(s) for s in seeds)
     plans = _plan_sources(config, source_rngs)
+    state = _LimitState()
     if len(plans) == 1:
-        records = _iter_source(plans[0], config)
+        records = _iter_source(plans[0], config, state)
     else:
-        records = _mix(plans, _probabilities(config, plans), config, mix_rng)
-    return _stream(records, config, shuffle_rng)
+        records = _mix(plans, _probabilities(config, plans), config, mix_rng, state)
+    return _stream(records, config, shuffle_rng, state)
 
 
 _CHUNK = 4 << 20
@@ -654,24 +894,28 @@ class TextFiles:
     documents: int
     bytes: int
     head: list[str]  # the first documents, for checks
+    longest_line: int = 0  # bytes of the longest line (at most the corpus's max_document_bytes)
 
 
 def plain_text_files(config: CorpusConfig, head: int = 20) -> TextFiles | None:
     """The files of a corpus whose stream is just their non-empty lines in order, validated, or None.
 
-    That is one source of uncompressed text files, no limits, no shuffling, strict decoding, and files
-    without a byte order mark or carriage returns. Such a corpus can be handed to a Rust trainer as
-    files, which reads them on all cores instead of through this module's line-by-line Python loop.
-    The files are still checked here, in 4 MB chunks: invalid UTF-8 is the same error, with the same
-    byte offset, as :func:`iter_corpus` raises, and an empty corpus is an error too.
+    That is one source of uncompressed regular text files (not pipes or devices, which could not be
+    read twice), no limits, no shuffling, strict decoding, and files without a byte order mark,
+    carriage returns or lines over ``max_document_bytes`` (which :func:`iter_corpus` splits). Such a
+    corpus can be handed to a Rust trainer as files, which reads them on all cores instead of through
+    this module's line-by-line Python loop. The files are still checked here, in 4 MB chunks: invalid
+    UTF-8 is the same error, with the same byte offset, as :func:`iter_corpus` raises,
+    and an empty corpus is an error too.
     """
     if (len(config.sources) != 1 or config.shuffle or config.encoding_errors != "strict"
             or config.max_bytes or config.max_lines or config.max_documents):
         return None
     files = resolve_files(config.sources[0].paths)
-    if any(_file_kind(f) != ("txt", None) for f in files):
+    if any(_file_kind(f) != ("txt", None) or not f.is_file() for f in files):
         return None
-    documents = total = 0
+    limit = config.max_document_bytes
+    documents = total = longest = 0
     first: list[str] = []
     for path in files:
         decoder = codecs.getincrementaldecoder("utf-8")("strict")
@@ -693,6 +937,9 @@ def plain_text_files(config: CorpusConfig, head: int = 20) -> TextFiles | None:
                     ) from exc
                 lines = (tail + chunk).split(b"\n")
                 tail = lines.pop()
+                longest = max(longest, len(tail), *map(len, lines))
+                if longest > limit:
+                    return None  # a line too long for one document: the trainer would hold it whole
                 documents += sum(1 for line in lines if line.strip())
                 if len(first) < head:
                     first.extend(line.decode("utf-8") for line in lines[:head] if line.strip())
@@ -709,13 +956,12 @@ def plain_text_files(config: CorpusConfig, head: int = 20) -> TextFiles | None:
         total += offset
     if documents == 0:
         raise _empty_corpus_error(config, _LimitState())
-    return TextFiles(paths=files, documents=documents, bytes=total, head=first[:head])
+    return TextFiles(paths=files, documents=documents, bytes=total, head=first[:head], longest_line=longest)
 
 
 def _stream(
-    records: Iterator[tuple[str, int]], config: CorpusConfig, rng: np.random.Generator
+    records: Iterator[_Record], config: CorpusConfig, rng: np.random.Generator, state: _LimitState
 ) -> Iterator[str]:
-    state = _LimitState()
     docs = _limit(records, config, state)
     if config.shuffle:
         docs = _shuffle_buffer(docs, config.shuffle_buffer, rng)
@@ -734,8 +980,9 @@ def _empty_corpus_error(config: CorpusConfig, state: _LimitState) -> CorpusError
     paths = [p for source in config.sources for p in source.paths]
     named = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
     if state.first_doc_bytes is not None:
+        size = f"{state.first_doc_bytes}" if state.first_doc_exact else f"more than {state.first_doc_bytes}"
         return CorpusError(
-            f"the corpus yielded no document: the first has {state.first_doc_bytes} bytes, over {state.stopped_by}",
+            f"the corpus yielded no document: the first has {size} bytes, over {state.stopped_by}",
             path=named,
             hint="raise max_bytes",
         )

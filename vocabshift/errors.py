@@ -39,6 +39,18 @@ class OutputExistsError(VocabshiftError):
     """The output path exists and ``force`` was not given."""
 
 
+class UnsafeOutputError(VocabshiftError):
+    """The output is, contains or lies inside an input: writing it would destroy that input."""
+
+
+class OutputLockedError(VocabshiftError):
+    """Another process holds the lock on this output or run directory."""
+
+
+class DiskFullError(VocabshiftError):
+    """The disk filled up while writing an output (nothing was replaced)."""
+
+
 class ModelError(VocabshiftError):
     """A model cannot take vocabulary surgery: no input embeddings, a head that does not fit, or inconsistent tying."""
 
@@ -53,3 +65,17 @@ class VectorsError(VocabshiftError):
 
 class InitError(VocabshiftError):
     """An embedding initialization method cannot run on the inputs it was given."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The process was asked to stop by a signal (SIGINT, SIGTERM); ``signum`` says which.
+
+    A ``KeyboardInterrupt`` so that every ``except BaseException`` cleanup (atomic outputs, locks,
+    training checkpoints) runs exactly as for Ctrl-C; the CLI exits with status ``128 + signum``.
+    """
+
+    def __init__(self, signum: int, what: str = "") -> None:
+        import signal
+
+        super().__init__(what or signal.Signals(signum).name)
+        self.signum = signum

@@ -26,7 +26,13 @@ from typing import Any
 
 from vocabshift.config import ConfigMixin
 from vocabshift.errors import ConfigError, ModelError
-from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.outputs import (
+    atomic_output_dir,
+    check_output_path,
+    input_paths,
+    refuse_overlap,
+    writes_output,
+)
 from vocabshift.tokenization.source import copy_tokenizer_files
 
 log = logging.getLogger(__name__)
@@ -115,6 +121,7 @@ def _stage_reports(model_dir: Path) -> dict[str, Any]:
     return reports
 
 
+@writes_output
 def export(config: ExportConfig) -> ExportResult:
     """Merge the run's trained adapters and embeddings into its model and write a transformers checkpoint."""
     import torch
@@ -141,6 +148,8 @@ def export(config: ExportConfig) -> ExportResult:
     ckpt = resolve_checkpoint(run_dir, config.checkpoint)
     train_config = TrainConfig.from_dict(run["config"])
     model_dir = Path(run["model"]["path"])
+    # The run's model is an input too, although only run.json names it.
+    refuse_overlap(out, [("model", model_dir)] + [("corpus", p) for _, p in input_paths(train_config)])
     if not model_dir.is_dir():
         raise ConfigError("the run's model directory is gone", path=model_dir,
                           hint="export needs the model the run trained (its frozen weights are not in the run)")
@@ -153,7 +162,9 @@ def export(config: ExportConfig) -> ExportResult:
         if now[key] != run["model"].get(key):
             raise ConfigError(f"the model directory changed since the run started ({key} differs)", path=model_dir,
                               hint="export needs the exact model the run trained")
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    from vocabshift.safe_loading import LOAD_KWARGS
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **LOAD_KWARGS)  # checked by load_for_training
     parameters_before = parameter_count(model)
     setup = build_setup(train_config, model)
     load_trainable(setup.model, ckpt / TRAINABLE_FILE, setup.trainable_names())
@@ -230,14 +241,15 @@ def _verify(directory: Path, probe: Any, reference: Any, dtype: Any, tied: bool)
     from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
+    from vocabshift.safe_loading import LOAD_KWARGS
     from vocabshift.surgery.checkpoint import model_class_for
     from vocabshift.surgery.locate import locate
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
-        model = model_class_for(config).from_pretrained(str(directory), dtype=torch.float32, local_files_only=True)
+        config = AutoConfig.from_pretrained(str(directory), **LOAD_KWARGS)
+        model = model_class_for(config).from_pretrained(str(directory), dtype=torch.float32, **LOAD_KWARGS)
     finally:
         if bars:
             hf_logging.enable_progress_bar()

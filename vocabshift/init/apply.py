@@ -38,7 +38,7 @@ from vocabshift.init.base import (
     InitInputs,
     InitResult,
 )
-from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.outputs import atomic_output_dir, check_output_path, writes_output
 from vocabshift.tokenization.source import copy_tokenizer_files
 from vocabshift.tokenization.surface import Surface
 from vocabshift.vocabulary import ID_MAP_FILE, read_id_map_data
@@ -420,6 +420,7 @@ def _save_tokenizer(plan: _Plan, dst: Path) -> None:
         plan.target_hf.save_pretrained(str(dst))
 
 
+@writes_output
 def init_model(config: InitConfig) -> InitOutput:
     """Run ``config.method`` and write a loadable model with the target vocabulary to ``config.out``."""
     import torch

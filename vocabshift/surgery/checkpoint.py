@@ -11,15 +11,27 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
 from vocabshift.errors import ModelError
+from vocabshift.safe_loading import LOAD_KWARGS, pickle_refused, refuse_remote_code
 
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
+
+
+def check_model_files(path: str | Path) -> None:
+    """What every model load checks first: no code to run (:func:`refuse_remote_code`), and safetensors
+    weights that are complete (header, sizes, shards), so a damaged file fails with one error naming it."""
+    from vocabshift.surgery.lazy import check_safetensors
+
+    refuse_remote_code(path)
+    if Path(path).is_dir():
+        check_safetensors(path)
 
 
 def _gguf(path: Path) -> tuple[Path, str] | None:
@@ -61,15 +73,18 @@ def load_model(path: str | Path, dtype: Any = None) -> Any:
     path = Path(path)
     dtype = dtype or torch.float32
     gguf = _gguf(path)
+    check_model_files(path)
     try:
         if gguf is not None:
             model = AutoModelForCausalLM.from_pretrained(str(gguf[0]), gguf_file=gguf[1], dtype=dtype,
-                                                         local_files_only=True)
+                                                         **LOAD_KWARGS)
             _forget_gguf_quantization(model)
             return model
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        config = AutoConfig.from_pretrained(str(path), **LOAD_KWARGS)
         cls = model_class_for(config)
-        return cls.from_pretrained(str(path), config=config, dtype=dtype, local_files_only=True)
+        return cls.from_pretrained(str(path), config=config, dtype=dtype, **LOAD_KWARGS)
+    except pickle.UnpicklingError as err:  # a .bin whose pickle is more than tensors
+        raise pickle_refused(path, err) from err
     except Exception as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise ModelError(f"cannot load a model from it ({first})", path=path) from err

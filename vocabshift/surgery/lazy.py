@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import shutil
 import struct
 from collections.abc import Sequence
@@ -38,16 +40,51 @@ ROWS_PER_CHUNK = 8192  # vocabulary rows remapped per step
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
+# Bits per element of every dtype the format names (what a header's sizes are checked against).
+_DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16,
+               "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64, "I64": 64, "U64": 64,
+               "F64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses larger headers too
+_DAMAGED = "the file is damaged or incomplete: download or save the model again"
 
 
 def safetensors_files(directory: Path) -> list[Path]:
-    """The checkpoint's safetensors shards (from the index when sharded)."""
+    """The checkpoint's safetensors shards (from the index when sharded); every shard the index names exists."""
     index = directory / "model.safetensors.index.json"
     if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return [directory / name for name in sorted(set(weight_map.values()))]
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ModelError(f"not a safetensors index (no readable weight_map: {type(err).__name__}: {err})",
+                             path=index, hint=_DAMAGED) from err
+        for name in names:  # a shard is a file in this directory, nothing else
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise ModelError(f"the weight_map names {name!r}, which is not a file name in this directory",
+                                 path=index, hint=_DAMAGED)
+        missing = [name for name in names if not (directory / name).is_file()]
+        if missing:
+            raise ModelError(f"the weight_map names {len(missing)} shard(s) that are missing: "
+                             f"{', '.join(missing[:3])}", path=index, hint=_DAMAGED)
+        return [directory / name for name in names]
     single = directory / "model.safetensors"
     return [single] if single.exists() else []
+
+
+def check_safetensors(directory: str | Path) -> list[Path]:
+    """Check every safetensors file of a model directory (index, shards, headers, sizes) before any tensor
+    is read; returns the shards. Raises :class:`ModelError` naming the file at fault."""
+    files = safetensors_files(Path(directory))
+    for path in files:
+        _read_header(path)
+    return files
+
+
+def check_safetensors_file(path: Path) -> None:
+    """Check one safetensors file (a training checkpoint's tensors) as :func:`check_safetensors` does."""
+    if not Path(path).is_file():
+        raise ModelError("missing", path=path, hint=_DAMAGED)
+    _read_header(Path(path))
 
 
 def can_stream(source: str | Path) -> bool:
@@ -56,25 +93,92 @@ def can_stream(source: str | Path) -> bool:
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+    """The JSON header of a safetensors file and where its data starts, checked against the file.
+
+    Every size is checked before it is used to read: the header length against the file and
+    :data:`MAX_HEADER_BYTES`, each tensor's dtype, shape and ``data_offsets`` (contiguous, no holes, as
+    the format requires), and the file's size against ``8 + header + data``. So a truncated, padded or
+    random file fails here with one :class:`ModelError` naming it, not later in a read loop.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if size < 8:
+                raise ModelError(f"truncated: expected at least 8 bytes (the header length), found {size}",
+                                 path=path, hint=_DAMAGED)
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > MAX_HEADER_BYTES:
+                raise ModelError(f"not a safetensors file: its header length field says {n} bytes (more than "
+                                 f"{MAX_HEADER_BYTES})", path=path, hint=_DAMAGED)
+            if 8 + n > size:
+                raise ModelError(f"truncated: expected at least {8 + n} bytes (the header), found {size}",
+                                 path=path, hint=_DAMAGED)
+            raw = f.read(n)
+    except OSError as err:
+        raise ModelError(f"cannot read it ({err.strerror or err})", path=path) from err
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise ModelError(f"not a safetensors file: its header is not JSON ({err})"[:300], path=path,
+                         hint=_DAMAGED) from err
+    if not isinstance(header, dict):
+        raise ModelError("not a safetensors file: its header is not a JSON object", path=path, hint=_DAMAGED)
+    spans = sorted((_tensor_span(path, name, info), name) for name, info in header.items() if name != "__metadata__")
+    end = 0
+    for (begin, stop), name in spans:
+        if begin != end:  # the format has no holes and no overlaps
+            raise ModelError(f"tensor {name!r} starts at byte {begin} of the data, expected {end}", path=path,
+                             hint=_DAMAGED)
+        end = stop
+    if size != 8 + n + end:
+        problem = "truncated" if size < 8 + n + end else "size mismatch"
+        raise ModelError(f"{problem}: expected {8 + n + end} bytes, found {size}", path=path, hint=_DAMAGED)
     return header, 8 + n
+
+
+def _tensor_span(path: Path, name: str, info: Any) -> tuple[int, int]:
+    """``data_offsets`` of one header entry, after checking them against its dtype and shape."""
+    ok = (isinstance(info, dict) and info.get("dtype") in _DTYPE_BITS and isinstance(info.get("shape"), list)
+          and all(type(d) is int and d >= 0 for d in info["shape"])
+          and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+          and all(type(o) is int and o >= 0 for o in info["data_offsets"]))
+    if not ok:
+        raise ModelError(f"tensor {name!r} has no valid dtype, shape and data_offsets in the header "
+                         f"({json.dumps(info)[:120]})", path=path, hint=_DAMAGED)
+    begin, end = info["data_offsets"]
+    bits = math.prod(info["shape"]) * _DTYPE_BITS[info["dtype"]]
+    if end < begin or (end - begin) * 8 != bits:
+        raise ModelError(f"tensor {name!r} ({info['dtype']} {info['shape']}) needs {bits / 8:g} bytes, its "
+                         f"data_offsets {info['data_offsets']} span {end - begin}", path=path, hint=_DAMAGED)
+    return begin, end
+
+
+def _read_exact(fin: Any, n: int) -> bytes:
+    """``n`` bytes from ``fin``'s position; a short read (the file shrank after its header was checked)
+    raises instead of being read again forever."""
+    data = fin.read(n)
+    if len(data) != n:
+        at = fin.tell()
+        raise ModelError(f"truncated: expected at least {at - len(data) + n} bytes, found "
+                         f"{os.fstat(fin.fileno()).st_size}", path=fin.name, hint=_DAMAGED)
+    return data
 
 
 def meta_model(directory: Path) -> Any:
     """The checkpoint's model class built on the meta device (no storage): plans edits, counts parameters."""
     from transformers import AutoConfig, GenerationConfig
 
+    from vocabshift.safe_loading import LOAD_KWARGS, refuse_remote_code
     from vocabshift.surgery.checkpoint import model_class_for
 
-    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    refuse_remote_code(directory)
+    config = AutoConfig.from_pretrained(str(directory), **LOAD_KWARGS)
     cls = model_class_for(config)
     with torch.device("meta"):
         model = cls.from_config(config) if hasattr(cls, "from_config") and cls.__name__.startswith("Auto") \
             else cls(config)
     if (directory / "generation_config.json").exists():
-        model.generation_config = GenerationConfig.from_pretrained(str(directory))
+        model.generation_config = GenerationConfig.from_pretrained(str(directory), **LOAD_KWARGS)
     return model
 
 
@@ -100,7 +204,7 @@ def read_vocab_tensors(source_dir: str | Path, model: Any = None) -> dict[str, t
     aliases = {w: [w] + [n for n in names if n != w and model.get_parameter(n) is model.get_parameter(w)]
                for w in wanted}
     out: dict[str, torch.Tensor] = {}
-    for path in safetensors_files(source_dir):
+    for path in check_safetensors(source_dir):
         with safe_open(str(path), framework="pt") as f:
             stored = set(f.keys())
             for w in wanted:
@@ -131,7 +235,7 @@ def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequen
     the model's parameters.
     """
     source_dir, out_dir = Path(source_dir), Path(out_dir)
-    files = safetensors_files(source_dir)
+    files = check_safetensors(source_dir)  # every shard, before anything is written
     if not files:
         raise ModelError("no safetensors weights to edit lazily", path=source_dir,
                          hint="the in-memory path handles .bin and GGUF checkpoints")
@@ -140,6 +244,7 @@ def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequen
     vocab_names = {before.input_weight, before.output_weight, before.output_bias, *before.other_vocab_params}
     vocab_names.discard(None)
     parameters_before = sum(p.numel() for p in model.parameters())
+    _check_vocab_rows(files, model, vocab_names, source_dir)
     # The fill of every vocabulary-sized name (aliases share their Parameter on the meta model too).
     fill_of: dict[int, torch.Tensor | None] = {id(model.get_parameter(before.input_weight)): new_rows}
     if before.output_weight is not None and not before.tied:
@@ -178,6 +283,23 @@ def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequen
             "tensors_rewritten": sorted(found)}
 
 
+def _check_vocab_rows(files: list[Path], model: Any, vocab_names: set[str], source_dir: Path) -> None:
+    """Refuse vocabulary tensors whose rows disagree with the model config (``vocab_size``), before writing.
+
+    The in-memory path refuses such a checkpoint when it loads it; streaming it would write a model
+    whose config and weights disagree.
+    """
+    for path in files:
+        header, _ = _read_header(path)
+        for name in sorted(vocab_names & header.keys()):
+            shape = header[name].get("shape") or [None]
+            expected = model.get_parameter(name).shape[0]
+            if shape[0] != expected:
+                raise ModelError(f"{name} has {shape[0]} rows but config.json (vocab_size) makes it {expected}",
+                                 path=source_dir, hint="set vocab_size in config.json to the number of embedding "
+                                 "rows (or re-save the model with save_pretrained)")
+
+
 def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found: set[str],
                   fills: dict[str, torch.Tensor] | None = None) -> int:
     """Stream one shard; returns the bytes of tensor data written. ``fills``: computed new rows by name."""
@@ -214,11 +336,8 @@ def _rewrite_file(src: Path, dst: Path, vocab_names: set[str], plan: Any, found:
                 _write_vocab_tensor(fin, data_start + begin, info, plan, fout)
             else:
                 fin.seek(data_start + begin)
-                remaining = end - begin
-                while remaining:
-                    chunk = fin.read(min(_CHUNK, remaining))
-                    fout.write(chunk)
-                    remaining -= len(chunk)
+                for start in range(begin, end, _CHUNK):
+                    fout.write(_read_exact(fin, min(_CHUNK, end - start)))
     return offset
 
 
@@ -231,7 +350,7 @@ def _write_filled_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, f
     """Write a vocabulary-sized tensor whose new rows are ``fill``: read whole, remapped as in memory."""
     dtype = _DTYPES[info["dtype"]]
     fin.seek(base)
-    old = torch.frombuffer(bytearray(fin.read(info["data_offsets"][1] - info["data_offsets"][0])),
+    old = torch.frombuffer(bytearray(_read_exact(fin, info["data_offsets"][1] - info["data_offsets"][0])),
                            dtype=dtype).reshape(info["shape"])
     _write_bytes(fout, remap_rows(old, plan, fill.to(dtype)))
 
@@ -250,7 +369,7 @@ def _write_vocab_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fo
 
     def read_rows(a: int, b: int) -> torch.Tensor:
         fin.seek(base + a * row_bytes)
-        return torch.frombuffer(bytearray(fin.read((b - a) * row_bytes)), dtype=dtype).reshape(b - a, *row_shape)
+        return torch.frombuffer(bytearray(_read_exact(fin, (b - a) * row_bytes)), dtype=dtype).reshape(b - a, *row_shape)
 
     n_kept = keep_pos.numel()
     if n_kept and int(keep_pos[-1]) != n_kept - 1:  # kept rows not a prefix: rare, do it whole

@@ -201,13 +201,16 @@ def load_hf_tokenizer(source: str | Path) -> Any:
     _check_exists(path)
     from transformers import AutoTokenizer
 
+    from vocabshift.safe_loading import LOAD_KWARGS, refuse_remote_code
+
+    refuse_remote_code(path)
     gguf = _find_gguf(path)
     try:
         if gguf is not None:
-            return AutoTokenizer.from_pretrained(str(gguf[0]), gguf_file=gguf[1], local_files_only=True)
+            return AutoTokenizer.from_pretrained(str(gguf[0]), gguf_file=gguf[1], **LOAD_KWARGS)
         if not path.is_dir():
             raise TokenizerError("expected a model or tokenizer directory, got a file", path=path)
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), **LOAD_KWARGS)
     except TokenizerError:
         raise
     except Exception as err:  # transformers raises OSError/ValueError/KeyError with long messages
@@ -282,8 +285,11 @@ def load_source_tokenizer(source: str | Path) -> SourceTokenizer:
     Raises :class:`TokenizerError` naming the path when nothing loadable is there, or when the
     tokenizer is of an unsupported type.
     """
+    from vocabshift.safe_loading import refuse_remote_code
+
     path = Path(source)
     _check_exists(path)
+    refuse_remote_code(path)  # before anything is read: a folder that asks for its code is refused everywhere
     if path.is_dir() and (path / TOKENIZER_FILE).is_file():
         loaded = _read_tokenizer_dir(path)
         if loaded is not None:
@@ -355,13 +361,16 @@ def _read_tokenizer_dir(path: Path) -> SourceTokenizer | None:
             config = _read_json(files[name], name, path)
             if isinstance(config, dict):
                 named |= named_special_tokens(config)
+    # An unsupported type (WordLevel, ...) is refused here, before any fallback to transformers: that
+    # would convert the same model, only to be refused later (or to fail importing transformers while
+    # the model side's prefetch imports it too).
+    family = detect_family(backend_json, path)
     added = {t.get("content") for t in backend_json.get("added_tokens") or []}
     missing = sorted(named - added)
     if missing:
         log.info("%s: special tokens %s are not added tokens of tokenizer.json; loading it with transformers",
                  path, ", ".join(map(repr, missing[:5])))
         return None
-    family = detect_family(backend_json, path)
     sp_model = find_sentencepiece_model(path) if family.is_sentencepiece else None
     source = SourceTokenizer(path=path, backend_json=backend_json, family=family, sentencepiece_model=sp_model,
                              files=files, tokenizer_file=tokenizer_file, _backend=backend)

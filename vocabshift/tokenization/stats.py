@@ -13,22 +13,27 @@ and attribute to it the tokens that start inside it. Per script we then report:
   not covered. A byte-level BPE never produces ``UNK`` but may still cover a script poorly.
 
 Texts are encoded in batches by the Rust backend with offsets, so no per-token Python work happens
-beyond counting.
+beyond counting. Memory does not grow with the corpus or its line lengths: a text is encoded in
+pieces of at most ``PIECE_BYTES``, cut at whitespace (:func:`vocabshift.corpus.split_document`, so
+words stay whole and the counts hardly change), and only one batch of at most ``batch_size`` pieces
+and about ``BATCH_CHARS`` characters is held with its encodings (some 170 bytes a character); the
+rest is counts.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from typing import Any
 
-from vocabshift.corpus import CorpusConfig, iter_corpus
+from vocabshift.corpus import CorpusConfig, iter_corpus, split_document
 from vocabshift.tokenization.scripts import dominant_script, script_name
 from vocabshift.tokenization.source import detect_family, load_hf_tokenizer
 from vocabshift.tokenization.surface import covered_characters
 
+PIECE_BYTES = 1 << 16  # longest text encoded at once
+BATCH_CHARS = 1 << 19  # text per encode_batch call
 
 @dataclass
 class ScriptStats:
@@ -142,12 +147,15 @@ class StatsAccumulator:
             self._covered_cache[ch] = hit
         return hit
 
-    def update(self, batch: list[str], words: list[list[tuple[int, int, str]]]) -> None:
-        """Add a batch of texts with their word spans ``(start, end, script)``."""
+    def update(
+        self, batch: list[str], words: list[list[tuple[int, int, str]]], documents: int | None = None
+    ) -> None:
+        """Add a batch of texts with their word spans ``(start, end, script)``; they hold ``documents``
+        new documents (default: one each; fewer when texts are pieces of longer documents)."""
         stats = self.stats
+        stats.documents += len(batch) if documents is None else documents
         encodings = self.backend.encode_batch(batch, add_special_tokens=False)
         for text, enc, spans in zip(batch, encodings, words, strict=True):
-            stats.documents += 1
             if not spans:
                 continue
             for start, end, script in spans:
@@ -179,17 +187,30 @@ def _words_with_scripts(text: str) -> list[tuple[int, int, str]]:
     return [(a, b, dominant_script(text[a:b])) for a, b in _word_spans(text)]
 
 
+def _batches(texts: Iterable[str], batch_size: int) -> Iterator[tuple[list[str], int]]:
+    """(pieces, documents started in them): at most ``batch_size`` pieces of at most :data:`PIECE_BYTES`,
+    a batch closed once it holds :data:`BATCH_CHARS` characters."""
+    batch: list[str] = []
+    chars = documents = 0
+    for text in texts:
+        documents += 1
+        for piece in split_document(text, PIECE_BYTES):
+            batch.append(piece)
+            chars += len(piece)
+            if len(batch) >= batch_size or chars >= BATCH_CHARS:
+                yield batch, documents
+                batch, chars, documents = [], 0, 0
+    if batch or documents:
+        yield batch, documents
+
+
 def tokenizer_stats(tokenizers: dict[str, Any], texts: Iterable[str], batch_size: int = 256) -> list[TokenizerStats]:
     """Compute :class:`TokenizerStats` for each named transformers tokenizer over one pass of ``texts``."""
     accs = [StatsAccumulator(tok, name) for name, tok in tokenizers.items()]
-    it = iter(texts)
-    while True:
-        batch = list(islice(it, batch_size))
-        if not batch:
-            break
+    for batch, documents in _batches(texts, batch_size):
         words = [_words_with_scripts(t) for t in batch]
         for acc in accs:
-            acc.update(batch, words)
+            acc.update(batch, words, documents)
     return [acc.stats for acc in accs]
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from vocabshift.config import TokenizerTrainConfig
-from vocabshift.corpus import CorpusConfig, iter_corpus, plain_text_files
+from vocabshift.corpus import CorpusConfig, iter_corpus, plain_text_files, split_document
 from vocabshift.errors import ConfigError, TokenizerError
-from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.outputs import atomic_output_dir, check_output_path, writes_output
 from vocabshift.tokenization.source import (
     SourceTokenizer,
     TokenizerFamily,
@@ -51,6 +51,11 @@ _SOURCE_VOCAB_FILES = {"tokenizer.json", "tokenizer_config.json", "vocab.txt", "
 FULL_RELOAD_CHECK_ENV = "VOCABSHIFT_FULL_RELOAD_CHECK"
 FULL_RELOAD_CHECK_MAX_TOKENS = 65_536
 _SPM_BUILTIN_RULES = {"nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity"}
+# Longest text handed to a trainer, in UTF-8 bytes; longer documents are cut at whitespace. sentencepiece
+# skips longer sentences (this is its max_sentence_length), and train_from_iterator buffers 256 batches
+# ahead, so pieces and _BATCH_CHARS (characters per batch) bound that buffer.
+TRAIN_PIECE_BYTES = 1 << 16
+_BATCH_CHARS = 1 << 18
 
 
 @dataclass
@@ -96,22 +101,28 @@ class _CountingTexts:
             yield doc
 
     def batches(self) -> Iterator[list[str]]:
-        # Batches cut the Python/Rust crossings of ``train_from_iterator`` by three orders of magnitude.
+        # Batches cut the Python/Rust crossings of ``train_from_iterator`` by three orders of magnitude;
+        # long documents come in pieces, so that a batch is bounded (the trainers pre-tokenize at whitespace).
         batch: list[str] = []
+        chars = 0
         for doc in self.docs():
-            batch.append(doc)
-            if len(batch) >= self._batch_size:
-                yield batch
-                batch = []
+            for piece in split_document(doc, TRAIN_PIECE_BYTES):
+                batch.append(piece)
+                chars += len(piece)
+                if len(batch) >= self._batch_size or chars >= _BATCH_CHARS:
+                    yield batch
+                    batch = []
+                    chars = 0
         if batch:
             yield batch
 
     def lines(self) -> Iterator[str]:
-        # sentencepiece trains on sentences; long multi-line documents are split at newlines.
+        # sentencepiece trains on sentences; long multi-line documents are split at newlines, and
+        # lines it would skip as too long are cut into pieces it takes.
         for doc in self.docs():
             for line in doc.split("\n"):
                 if line.strip():
-                    yield line
+                    yield from split_document(line, TRAIN_PIECE_BYTES)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,7 +346,7 @@ def sentencepiece_trainer_args(proto: Any, vocab_size: int, *, character_coverag
         normalization_rule_name=ns.name if ns.name in _SPM_BUILTIN_RULES else "identity",
         add_dummy_prefix=ns.add_dummy_prefix,
         remove_extra_whitespaces=ns.remove_extra_whitespaces,
-        max_sentence_length=1 << 16,
+        max_sentence_length=TRAIN_PIECE_BYTES,
         num_threads=threads or os.cpu_count() or 1,
         minloglevel=0 if show_progress else 2,
     )
@@ -359,7 +370,7 @@ def _train_with_sentencepiece(
     # Tokens the transformers class adds around the .model (XLM-R inserts <pad> and appends <mask>).
     extra = source.vocab_size - len(proto.pieces)
     builtin_rule = ns.name in _SPM_BUILTIN_RULES
-    if builtin_rule and texts.paths is not None:
+    if builtin_rule and texts.files is not None and texts.files.longest_line <= TRAIN_PIECE_BYTES:
         text_input: dict[str, Any] = {"input": texts.paths}
     else:
         lines: Iterable[str] = texts.lines()
@@ -404,7 +415,7 @@ def _convert_sentencepiece(source: SourceTokenizer, sp_bytes: bytes) -> dict[str
             if name in source.files:
                 (Path(tmp) / name).write_bytes(source.files[name])
         try:
-            hf = AutoTokenizer.from_pretrained(tmp, local_files_only=True)
+            hf = AutoTokenizer.from_pretrained(tmp, trust_remote_code=False, local_files_only=True)
         except Exception as err:
             raise TokenizerError(
                 f"transformers cannot read the trained sentencepiece model with class "
@@ -516,7 +527,7 @@ def _verify_reload(out_dir: Path, tokenizer_json: dict[str, Any], probe: list[st
     from transformers import AutoTokenizer
 
     try:
-        hf = AutoTokenizer.from_pretrained(str(out_dir), local_files_only=True)
+        hf = AutoTokenizer.from_pretrained(str(out_dir), trust_remote_code=False, local_files_only=True)
     except Exception as err:
         raise TokenizerError(f"the trained tokenizer does not reload with AutoTokenizer: {err}", path=out_dir) from err
     if len(hf) != expected:
@@ -529,6 +540,7 @@ def _verify_reload(out_dir: Path, tokenizer_json: dict[str, Any], probe: list[st
     return len(hf)
 
 
+@writes_output
 def train_tokenizer(config: TokenizerTrainConfig) -> TokenizerTrainResult:
     """Train a target tokenizer in the source's family on ``config.corpus`` and write it to ``config.out``.
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vocabshift.errors import ConfigError, OutputExistsError
+from vocabshift.errors import ConfigError, ModelError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,9 @@ def save_trainable(tensors: dict[str, torch.Tensor], path: str | Path, metadata:
 
 def load_trainable(model: torch.nn.Module, path: str | Path, names: list[str]) -> None:
     """Copy the tensors of ``path`` into ``model``'s parameters of the same names (all of ``names`` needed)."""
+    from vocabshift.surgery.lazy import check_safetensors_file
+
+    check_safetensors_file(Path(path))  # a damaged file: one error naming it (truncated: expected N bytes...)
     tensors = load_file(str(path))
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in tensors]
@@ -281,8 +285,42 @@ class CheckpointWriter:
         return final
 
     def load(self, checkpoint: Path) -> tuple[dict[str, Any], Any]:
-        """Restore model, optimizer, scheduler and RNG states; returns the trainer and data states."""
-        self.accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-        data_state = json.loads((checkpoint / DATA_STATE_FILE).read_text(encoding="utf-8"))
-        return state, data_state
+        """Restore model, optimizer, scheduler and RNG states; returns the trainer and data states.
+
+        accelerate unpickles the optimizer, scheduler and RNG files with ``torch.load(weights_only=True)``,
+        so a file holding code is refused, never run; the refusal becomes an error naming the checkpoint.
+        """
+        from accelerate.utils.other import load as load_pickle  # torch.load(weights_only=True) + RNG types
+
+        from vocabshift.safe_loading import pickle_refused
+
+        rng_file = checkpoint / f"random_states_{self.accelerator.process_index}.pkl"
+        try:
+            if rng_file.is_file():
+                load_pickle(rng_file)  # accelerate logs and ignores a bad RNG file: check it first
+        except pickle.UnpicklingError as err:
+            raise pickle_refused(rng_file, err) from err
+        try:
+            self.accelerator.load_state(str(checkpoint))
+        except pickle.UnpicklingError as err:  # the optimizer's or scheduler's file
+            raise pickle_refused(checkpoint, err) from err
+        except (RuntimeError, OSError, EOFError, ValueError, KeyError) as err:  # a damaged or cut-short file
+            raise ModelError(f"cannot restore this checkpoint ({type(err).__name__}: {str(err)[:200]})",
+                             path=checkpoint, hint="resume from an earlier checkpoint (delete this one), "
+                             "or start over with --force") from err
+        state = _read_json(checkpoint / STATE_FILE)
+        return state, read_data_state(checkpoint)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read this checkpoint file ({err})", path=path,
+                          hint="resume from an earlier checkpoint (delete this one), or start over with --force") \
+            from err
+
+
+def read_data_state(checkpoint: Path) -> Any:
+    """The data-stream state saved in ``checkpoint`` (JSON, never a pickle)."""
+    return _read_json(Path(checkpoint) / DATA_STATE_FILE)

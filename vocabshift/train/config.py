@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vocabshift.config import ConfigMixin
+from vocabshift.config import MAX_INT, ConfigMixin, check_whole_number
 from vocabshift.corpus import CorpusConfig
 from vocabshift.errors import ConfigError
 from vocabshift.train.data import DataConfig
@@ -27,6 +27,12 @@ MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 DEVICES = ("auto", "cpu")
 EMBEDDINGS = ("all", "new", "frozen")
 TRACKERS = ("tensorboard", "wandb")
+# Upper bounds of run lengths: far above any real run (LLM pretraining: ~1e6 steps, ~4e13 tokens), low
+# enough that an exponent typo is an error instead of a run that never ends.
+MAX_STEPS = 10**9
+MAX_TOKENS = 10**15
+_MAXIMUM = {"max_steps": MAX_STEPS, "max_tokens": MAX_TOKENS, "warmup_steps": MAX_STEPS,
+            "embeddings_only_steps": MAX_STEPS, "seed": 2**32 - 1}
 
 
 @dataclass
@@ -137,14 +143,13 @@ class TrainConfig(ConfigMixin):
             raise ConfigError("give exactly one of max_steps and max_tokens (training needs a length for its "
                               "learning-rate schedule)")
         for name in ("max_steps", "max_tokens", "batch_size", "gradient_accumulation_steps", "save_every",
-                     "keep_checkpoints", "log_every"):
+                     "keep_checkpoints", "log_every", "eval_every", "eval_batch_size", "warmup_steps",
+                     "embeddings_only_steps", "seed"):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        if self.eval_every < 0:
-            raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
-        if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise ConfigError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+            if value is not None:
+                # whole numbers only (1e30 from Python is a float), and bounded: a typo'd length trains forever
+                minimum = 0 if name in ("eval_every", "warmup_steps", "embeddings_only_steps", "seed") else 1
+                check_whole_number(value, name, minimum, _MAXIMUM.get(name, MAX_INT))
         for name, value, allowed in (("schedule", self.schedule, SCHEDULES),
                                      ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
                                      ("device", self.device, DEVICES), ("embeddings", self.embeddings, EMBEDDINGS)):
@@ -163,12 +168,8 @@ class TrainConfig(ConfigMixin):
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError(f"max_grad_norm must be positive (or null for no clipping), got {self.max_grad_norm}")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.embeddings_only_steps < 0:
-            raise ConfigError(f"embeddings_only_steps must be >= 0, got {self.embeddings_only_steps}")
         if self.embeddings_only_steps and (self.embeddings == "frozen" or not self.lora.enabled):
             raise ConfigError("embeddings_only_steps needs trainable embeddings and LoRA (two phases: embeddings, "
                               "then embeddings + LoRA)")

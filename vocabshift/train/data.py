@@ -251,11 +251,14 @@ def _load_tokenizer(tokenizer: Any) -> Any:
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
+        from vocabshift.safe_loading import LOAD_KWARGS, refuse_remote_code
+
         path = Path(tokenizer)
         if not path.exists():
             raise TokenizerError("no such tokenizer directory", path=path)
+        refuse_remote_code(path)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(path), **LOAD_KWARGS)
         except (OSError, ValueError) as err:
             raise TokenizerError(f"cannot load the tokenizer: {str(err).splitlines()[0]}", path=path) from err
     if getattr(tokenizer, "backend_tokenizer", None) is None:

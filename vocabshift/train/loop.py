@@ -13,9 +13,9 @@ AdamW (fused on CUDA) with two parameter groups, ``embeddings`` and ``lora``, ea
 learning rate and schedule (the ``lora`` group stays at 0 during ``embeddings_only_steps``), and a
 third, ``primitives``, for the shared factor of a factorized (OFA) embedding when it trains.
 
-Stopping: Ctrl-C (SIGINT) sets a flag that the loop honours at the next step boundary: it saves a
-checkpoint and raises ``KeyboardInterrupt``. A ``KeyboardInterrupt`` raised anywhere else (a second
-Ctrl-C, a hook) also ends in a checkpoint of the last completed step: the RNG states and data position
+Stopping: Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, a scheduler's preemption) sets a flag that
+the loop honours at the next step boundary: it saves a checkpoint and raises :class:`TrainingStopped`
+(a ``KeyboardInterrupt``). A ``KeyboardInterrupt`` raised anywhere else (a second signal, a hook) also ends in a checkpoint of the last completed step: the RNG states and data position
 taken at that step's end are put back before saving, so ``--resume`` continues exactly.
 """
 
@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import signal
 import threading
 import time
@@ -38,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vocabshift.errors import ConfigError, ModelError, VocabshiftError
+from vocabshift.errors import ConfigError, ModelError, Stopped, VocabshiftError
+from vocabshift.outputs import writes_output
 from vocabshift.train.checkpoint import (
     CHECKPOINT_DIR,
     METRICS_FILE,
@@ -46,6 +48,7 @@ from vocabshift.train.checkpoint import (
     RNGSnapshot,
     model_fingerprint,
     open_run,
+    read_data_state,
     step_dir_name,
     truncate_metrics,
 )
@@ -99,21 +102,25 @@ def load_for_training(model_dir: str | Path, attn_implementation: str | None = "
     from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
-    from vocabshift.surgery.checkpoint import model_class_for
+    from vocabshift.safe_loading import LOAD_KWARGS, pickle_refused
+    from vocabshift.surgery.checkpoint import check_model_files, model_class_for
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ModelError("not a model directory (no config.json)", path=path,
                          hint="train a model directory written by `vocabshift init` (or any HF checkpoint)")
+    check_model_files(path)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-tensor loading bar for a model that loads in seconds
     try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        config = AutoConfig.from_pretrained(str(path), **LOAD_KWARGS)
         cls = model_class_for(config)
-        kwargs: dict[str, Any] = {"config": config, "dtype": torch.float32, "local_files_only": True}
+        kwargs: dict[str, Any] = {"config": config, "dtype": torch.float32, **LOAD_KWARGS}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         return cls.from_pretrained(str(path), **kwargs)
+    except pickle.UnpicklingError as err:  # a .bin whose pickle is more than tensors
+        raise pickle_refused(path, err) from err
     except (OSError, ValueError, ImportError) as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         attention = attn_implementation and ("attn" in first or "attention" in first)
@@ -174,27 +181,42 @@ def _total_steps(config: TrainConfig, world: int) -> int:
     return steps
 
 
-class _SigintFlag:
-    """While active (main thread only), the first Ctrl-C sets ``requested``; a second raises KeyboardInterrupt."""
+class TrainingStopped(Stopped):
+    """Training stopped by a signal (Ctrl-C's SIGINT, or SIGTERM from ``kill``, ``timeout`` or a scheduler)
+    after writing a checkpoint of the last finished step; ``signum`` says which."""
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _StopSignals:
+    """While active (main thread only), the first SIGINT or SIGTERM sets ``requested``; a second one raises
+    :class:`TrainingStopped` at once. The handlers found on entry are put back exactly on exit (an ignored
+    SIGINT, as in a background shell, stays ignored afterwards)."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signum = signal.SIGINT
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _SigintFlag:
+    def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in _STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("Ctrl-C: stopping after this step with a checkpoint (press again to stop at once)")
+            raise TrainingStopped(signum)
+        self.requested, self.signum = True, signum
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        log.warning("%s: stopping after this step with a checkpoint (send it again to stop at once)", what)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            # None: the handler was not set from Python; SIG_DFL is what such a process had.
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self._previous.clear()
 
 
 class _MetricsLog:
@@ -265,6 +287,7 @@ def evaluate(model: nn.Module, eval_set: Any, accelerator: Any, batch_size: int,
             "eval_tokens": int(n)}
 
 
+@writes_output
 def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> TrainResult:
     """Run (or, with ``config.resume``, continue) continued pretraining; see the module docstring."""
     from accelerate import Accelerator
@@ -302,7 +325,9 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
 
     model_dir = Path(config.model)
     model = load_for_training(model_dir, config.attn_implementation)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    from vocabshift.safe_loading import LOAD_KWARGS
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **LOAD_KWARGS)  # checked by load_for_training
     objective = resolve_objective(model, config.data.objective)
     fingerprint = model_fingerprint(model_dir, model.get_input_embeddings().weight)
     record = {"vocabshift": __version__, "model": fingerprint, "objective": objective,
@@ -315,6 +340,10 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
     setup = build_setup(config, model)
     world = accelerator.num_processes
     total = _total_steps(config, world)
+    if checkpoint is not None:
+        # A resume that cannot continue (another seq_len, seed or corpus mix) is refused here, before
+        # run.json records the attempt.
+        stream.load_state_dict(read_data_state(checkpoint))
     # Every process has checked; only now does the main process write (no process sees its run.json).
     accelerator.wait_for_everyone()
     if main:
@@ -392,7 +421,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
         saved_at = step
         return path
 
-    with progress, _SigintFlag() as sigint:
+    with progress, _StopSignals() as stop_signals:
         try:
             while step < total:
                 losses = []
@@ -416,7 +445,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
                 checks = torch.stack([torch.stack(losses).mean().float(),
                                       (grad_norm if grad_norm is not None else torch.zeros(())).float()
                                       .to(accelerator.device),
-                                      torch.tensor(float(sigint.requested), device=accelerator.device)])
+                                      torch.tensor(float(stop_signals.requested), device=accelerator.device)])
                 if world > 1:
                     checks = accelerator.reduce(checks, "mean")
                 loss_value, norm_value, stop_flag = checks.tolist()
@@ -467,7 +496,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
                     save()
                 if stop:
                     if stop_flag:
-                        raise KeyboardInterrupt
+                        raise TrainingStopped(stop_signals.signum)
                     status = "stopped"
                     break
                 interval_start = time.perf_counter()  # tokens/s counts training, not evaluation or saving

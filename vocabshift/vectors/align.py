@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from vocabshift.errors import VectorsError
-from vocabshift.outputs import atomic_output_dir, check_output_path
+from vocabshift.outputs import atomic_output_dir, check_output_path, writes_output
 from vocabshift.vectors.config import VectorsAlignConfig
 from vocabshift.vectors.dictionary import load_dictionary
 from vocabshift.vectors.static import StaticVectors, load_vectors, vector_file_info
@@ -261,6 +261,7 @@ def check_dims(source: str | Path, target: str | Path, source_dim: int, target_d
                                 "(train or download both at one dimension)")
 
 
+@writes_output
 def align_vectors(config: VectorsAlignConfig) -> AlignmentResult:
     """Learn ``W`` mapping source vectors into the target space; write ``W.npy`` and ``alignment.json`` to ``out``.
 
@@ -396,7 +397,7 @@ def load_aligned(directory: str | Path, *, source_words: Iterable[str] | None = 
                            hint="write one with `vocabshift vectors align`")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        W = np.load(directory / W_FILE)
+        W = np.load(directory / W_FILE, allow_pickle=False)  # never unpickle: an object array could run code
     except (OSError, ValueError) as err:
         raise VectorsError(f"cannot read the alignment ({err})", path=directory) from err
     records = []

@@ -14,6 +14,7 @@ nothing printable; ids are unambiguous), without character n-grams: an id has no
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -31,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from vocabshift.corpus import CorpusConfig, iter_corpus, plain_text_files
-from vocabshift.errors import VectorsError
-from vocabshift.outputs import check_output_path
+from vocabshift.errors import DiskFullError, VectorsError
+from vocabshift.outputs import check_output_path, writes_output
 from vocabshift.vectors.config import VectorsTrainConfig
 from vocabshift.vectors.static import StaticVectors, load_vectors
 
@@ -83,7 +84,7 @@ def _corpus_text(corpus: CorpusConfig, scratch: Path) -> tuple[Path, int, int]:
 
 # Run by a fresh interpreter (see _fasttext_train); it imports only fasttext.
 _CHILD = r"""
-import json, sys
+import json, os, sys
 import fasttext
 from fasttext import FastText
 
@@ -96,9 +97,22 @@ try:
     result = {"words": len(model.words)}
 except Exception as err:
     result = {"error": str(err)}
-with open(job["result"], "w", encoding="utf-8") as fh:
-    json.dump(result, fh)
+try:
+    with open(job["result"] + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+    os.replace(job["result"] + ".tmp", job["result"])
+except OSError as err:  # the parent names the problem (a full disk is errno 28)
+    sys.exit(100 + (err.errno or 0) % 100)
 """
+_CHILD_ENOSPC = 100 + errno.ENOSPC  # the child's exit status when its result could not be written: disk full
+
+
+def _disk_full_at(directory: Path) -> bool:
+    """Less than 1 MiB free where ``directory`` lives (fastText does not check its writes)."""
+    try:
+        return shutil.disk_usage(directory).free < 2**20
+    except OSError:
+        return False
 
 
 def _fasttext_train(text: Path, corpus: CorpusConfig, dest: Path, *, seed: int, **params: Any) -> int:
@@ -122,10 +136,18 @@ def _fasttext_train(text: Path, corpus: CorpusConfig, dest: Path, *, seed: int, 
         result_file.unlink(missing_ok=True)
         job = {"input": str(text), "dest": str(dest), "result": str(result_file), "seed": seed, "params": params}
         proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], env=env, check=False)
-        if not result_file.is_file():
+        if proc.returncode == _CHILD_ENOSPC or (proc.returncode != 0 and _disk_full_at(dest.parent)):
+            raise DiskFullError(f"no space left on device while writing {dest}",
+                                hint="free some space and run again; nothing was replaced")
+        try:
+            result = json.loads(result_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             raise VectorsError(f"the fastText training process died (exit status {proc.returncode}; out of "
-                               "memory?)", path=named)
-        result = json.loads(result_file.read_text(encoding="utf-8"))
+                               "memory?)", path=named) from None
+        if "words" in result and _disk_full_at(dest.parent):
+            # fastText saves without checking its writes: on a full disk the .bin may be cut short.
+            raise DiskFullError(f"no space left on device while writing {dest}",
+                                hint="free some space and run again; nothing was replaced")
         # On a tiny corpus the other threads can use up the token budget before thread 0 sees one example;
         # fastText then reports thread 0's loss, 0/0, as "Encountered NaN". One thread cannot race.
         if "nan" in str(result.get("error", "")).lower() and int(params.get("thread", 1)) > 1:
@@ -148,6 +170,7 @@ def _install(model_file: Path, out: Path) -> None:
     os.replace(model_file, out)
 
 
+@writes_output
 def train_vectors(config: VectorsTrainConfig) -> Path:
     """Train fastText word vectors with subword n-grams on ``config.corpus``; write and return ``config.out``.
 
