@@ -213,7 +213,7 @@ def writers(w: dict[str, Path]) -> dict[str, dict]:
         "export": {"args": ["export", "--run", "RUN", "--out", "OUT"], "done": "model.safetensors"},
         "eval": {"args": ["eval", "--model", w["exported"], "--baseline", "MODEL", "--corpus", w["text"],
                           "--max-sequences", 2, "--seq-len", 32, "--speed-words", 20, "--speed-repeats", 1,
-                          "--out", "OUT"], "done": "eval.json", "pause": "report.md"},
+                          "--out", "OUT"], "done": "eval.json"},
         "vectors train": {"args": ["vectors", "train", "--corpus", "TEXT", "--out", "OUT", "--dim", 8,
                                    "--epochs", 1, "--min-count", 1], "done": "", "file": True},
         "vectors align": {"args": ["vectors", "align", "--source", "VECSRC", "--target", w["vec_tgt"],
@@ -375,7 +375,7 @@ def case_concurrent(w: dict[str, Path], name: str, spec: dict) -> Callable[[Path
 def case_bad_input(make: Callable[[Path], list], *needles: str, stdin: str | None = None,
                    untouched: Callable[[Path], Path] | None = None) -> Callable[[Path], str]:
     def run(scratch: Path) -> str:
-        args = make(scratch)
+        args = make(scratch)  # (makes the files the case needs)
         before = snapshot(untouched(scratch)) if untouched else None
         t0 = time.monotonic()
         proc = cli(*args, stdin=stdin, timeout=120)
@@ -453,7 +453,7 @@ def bad_input_cases(w: dict[str, Path]) -> list[Case]:
               install: nothing
               files:
                 - path: ../../../../etc/passwd
-                  sha256: {"0" * 64}
+                  sha256: "{"0" * 64}"
                   size: 1
             """))
         return d
@@ -535,7 +535,9 @@ def bad_input_cases(w: dict[str, Path]) -> list[Case]:
          lambda s: ["export", "--run", (s / "plain", (s / "plain").mkdir())[0], "--out", s / "out"],
          ("not a vocabshift training run",)),
     ]
-    out = [Case(c, "bad input", what, exp, case_bad_input(make, *needles)) for c, what, exp, make, needles in cases]
+    untouched = {"--resume with another --seq-len": lambda s: s / "run" / "run.json"}
+    out = [Case(c, "bad input", what, exp, case_bad_input(make, *needles, untouched=untouched.get(what)))
+           for c, what, exp, make, needles in cases]
     yes = "y\n" * 50
     remote = [
         ("prune", lambda s: ["prune", "--model", foreign(s), "--keep-scripts", "Latin", "--out", s / "out"]),

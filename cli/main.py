@@ -95,12 +95,23 @@ def _exit_interrupted(err: KeyboardInterrupt) -> None:
     sys.exit(128 + signum)
 
 
+def _process_started() -> float:
+    try:
+        import psutil  # accelerate's dependency
+
+        return float(psutil.Process().create_time())
+    except Exception:  # no psutil, or no /proc: the moment main() started
+        return time.time()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr and exit status 1."""
     import vocabshift.outputs
 
-    # An output written after this moment comes from a concurrent run: never replaced (see outputs.py).
-    vocabshift.outputs.COMMAND_STARTED = time.time()
+    # An output written after this command started comes from a concurrent run: never replaced (see
+    # outputs.py). Run as a program, the command started with the process (imports take seconds, and a
+    # run started at the same moment may finish in them); called from Python, it starts now.
+    vocabshift.outputs.COMMAND_STARTED = _process_started() if argv is None else time.time()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded unless the user asks
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
