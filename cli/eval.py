@@ -47,9 +47,12 @@ def eval(  # noqa: A001  (the subcommand is called eval)
     out: Path = typer.Option(None, "--out", help=field_help(_E, "out")),
     force: bool = typer.Option(False, "--force", help=field_help(_E, "force")),
     objective: str = typer.Option("auto", "--objective", help=_h("objective")),
+    protocol: str = typer.Option("document", "--protocol", help=_h("protocol")),
     seq_len: int = typer.Option(None, "--seq-len", help=_h("seq_len")),
+    stride: int = typer.Option(None, "--stride", help=_h("stride")),
     max_documents: int = typer.Option(1000, "--max-documents", help=_h("max_documents")),
     max_sequences: int = typer.Option(64, "--max-sequences", help=_h("max_sequences")),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help=_h("bootstrap")),
     batch_size: int = typer.Option(8, "--batch-size", help=_h("batch_size")),
     mlm_probability: float = typer.Option(0.15, "--mlm-probability", help=_h("mlm_probability")),
     speed_words: int = typer.Option(1000, "--speed-words", help=_h("speed_words")),
@@ -65,7 +68,8 @@ def eval(  # noqa: A001  (the subcommand is called eval)
     text_field: str = typer.Option("text", "--text-field", help=field_help(_C, "text_field")),
     encoding_errors: str = typer.Option("strict", "--encoding-errors", help=field_help(_C, "encoding_errors")),
 ) -> None:
-    """Fertility and coverage per script, held-out loss and bits per byte, size, speed and nearest source tokens."""
+    """Fertility and coverage per script, held-out bits per byte (per document, with intervals), size, speed and
+    nearest source tokens."""
     from vocabshift.eval.evaluate import evaluate_model
     from vocabshift.eval.report import render_summary
 
@@ -73,7 +77,8 @@ def eval(  # noqa: A001  (the subcommand is called eval)
         model=model, baseline=baseline,
         corpus=corpus_config(list(corpus) + list(more_corpus or []), text_field=text_field,
                              encoding_errors=encoding_errors),
-        objective=objective, seq_len=seq_len, max_documents=max_documents, max_sequences=max_sequences,
+        objective=objective, protocol=protocol, seq_len=seq_len, stride=stride, max_documents=max_documents,
+        max_sequences=max_sequences, bootstrap=bootstrap,
         batch_size=batch_size, mlm_probability=mlm_probability, speed_words=speed_words, speed_text=speed_text,
         speed_warmup=speed_warmup, speed_repeats=speed_repeats, neighbours=neighbours, neighbours_k=neighbours_k,
         seed=seed, device=device, dtype=dtype, metrics_jsonl=metrics_jsonl, out=None if out is None else str(out),

@@ -157,11 +157,29 @@ def test_masked_lm_loss_is_pseudo_and_scores_masked_tokens_only(tmp_path, robert
 
 
 def test_lm_results_of_the_pipeline(evaluated):
+    """Default protocol: per document, both models on the same 40 documents, windows of the model's positions."""
+    assert evaluated.protocol == "document"
     for key in ("old", "new"):
         r = evaluated.lm[key]
         assert r is not None and r.objective == "clm" and math.isfinite(r.bits_per_byte) and r.bits_per_byte > 0
+        assert r.protocol == "document" and r.documents == 40 and r.window == 256  # max_position_embeddings
         assert r.bits_per_byte == pytest.approx(r.total_nll_nats / math.log(2) / r.bytes)
-        assert r.seq_len == evaluated.speed[key].seq_len  # one seq_len for loss and speed, both models
+        assert r.interval is not None and r.interval.low <= r.bits_per_byte <= r.interval.high
+    assert evaluated.lm["old"].bytes == evaluated.lm["new"].bytes == evaluated.comparison.bytes
+    assert evaluated.comparison.verdict in ("better", "worse", "within noise")
+
+
+def test_packed_protocol_keeps_one_seq_len_for_loss_and_speed(baseline, adapted, spanish):
+    packed = evaluate_model(_config(adapted, spanish, baseline=str(baseline), protocol="packed", speed_repeats=1,
+                                    neighbours=0))
+    assert packed.protocol == "packed" and packed.comparison is None
+    assert any("packed protocol" in n for n in packed.notes)
+    for key in ("old", "new"):
+        r = packed.lm[key]
+        assert r is not None and r.protocol == "packed" and 1 <= r.sequences <= 8
+        assert r.seq_len == packed.speed[key].seq_len  # one seq_len for loss and speed, both models
+    # Why it is not the default: each tokenizer's blocks cover a different amount of text.
+    assert packed.lm["old"].bytes != packed.lm["new"].bytes
 
 
 def test_max_positions_leaves_out_roberta_padding_offset():
@@ -332,6 +350,7 @@ def test_masked_lm_and_base_model_without_baseline(tmp_path, roberta_source, spa
     mlm = evaluate_model(_config(_pico_bert(roberta_source, tmp_path / "mlm", head=True), spanish, speed_repeats=1))
     r = mlm.lm["new"]
     assert r is not None and r.pseudo and mlm.speedup is None and mlm.neighbours is None
+    assert r.protocol == "packed" and any("masked LM is scored with the packed protocol" in n for n in mlm.notes)
     assert any("pseudo" in n for n in mlm.notes) and any("no baseline" in n for n in mlm.notes)
     assert r.seq_len == 128  # BERT: min(512, max_position_embeddings)
     base = evaluate_model(_config(_pico_bert(roberta_source, tmp_path / "base", head=False), spanish,

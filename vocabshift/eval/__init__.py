@@ -4,29 +4,36 @@
   every measure: tokenization per script, held-out loss and bits per byte, size, inference speed and
   nearest source tokens of new tokens;
 - :func:`write_report` (:mod:`.report`) — ``report.md``, ``eval.json`` and PNG plots;
-- the measures alone: :func:`lm_loss` (:mod:`.lm`), :func:`measure_throughput` (:mod:`.speed`),
-  :func:`nearest_source_tokens` (:mod:`.neighbours`).
+- the measures alone: :func:`score_documents` (per document, as lm-evaluation-harness) and :func:`lm_loss`
+  (packed) (:mod:`.lm`), :func:`compare_bits_per_byte` (paired bootstrap, :mod:`.bootstrap`),
+  :func:`measure_throughput` (:mod:`.speed`), :func:`nearest_source_tokens` (:mod:`.neighbours`).
 """
 
 from __future__ import annotations
 
+from vocabshift.eval.bootstrap import Interval, PairedComparison, compare_bits_per_byte
 from vocabshift.eval.evaluate import EvalConfig, EvalResult, SizeResult, evaluate_model
-from vocabshift.eval.lm import LMResult, lm_loss
+from vocabshift.eval.lm import DocumentLMResult, LMResult, lm_loss, score_documents
 from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens
 from vocabshift.eval.report import render_summary, write_report
 from vocabshift.eval.speed import SpeedResult, measure_throughput
 
 __all__ = [
+    "DocumentLMResult",
     "EvalConfig",
     "EvalResult",
+    "Interval",
     "LMResult",
     "NeighboursResult",
+    "PairedComparison",
     "SizeResult",
     "SpeedResult",
+    "compare_bits_per_byte",
     "evaluate_model",
     "lm_loss",
     "measure_throughput",
     "nearest_source_tokens",
     "render_summary",
+    "score_documents",
     "write_report",
 ]

@@ -5,7 +5,12 @@ model before adaptation):
 
 1. tokenization per Unicode script — fertility, bytes per token, UNK rate and character coverage
    (:func:`vocabshift.tokenization.stats.tokenizer_stats` on the first ``max_documents`` documents);
-2. held-out loss and bits per byte (:mod:`vocabshift.eval.lm`; pseudo for masked LMs);
+2. held-out loss, bits per byte, byte and word perplexity (:mod:`vocabshift.eval.lm`). The default
+   ``document`` protocol scores each held-out document on its own, as lm-evaluation-harness does;
+   both models get exactly the same documents (hence the same bytes), each model's bits per byte a
+   bootstrap interval over documents, and the pair a paired-bootstrap verdict
+   (:mod:`vocabshift.eval.bootstrap`). ``packed`` scores packed blocks (what training logs; its two
+   figures cover different text) and is the only protocol for masked LMs (a pseudo loss);
 3. parameter counts and the size of the weight files;
 4. inference throughput on a fixed text (:mod:`vocabshift.eval.speed`) and the speedup old/new in
    seconds per 1,000 words;
@@ -30,7 +35,17 @@ from typing import Any
 from vocabshift.config import ConfigMixin
 from vocabshift.corpus import CorpusConfig, iter_corpus
 from vocabshift.errors import ConfigError, ModelError, VocabshiftError
-from vocabshift.eval.lm import LMResult, lm_loss, max_positions
+from vocabshift.eval.bootstrap import PairedComparison, bits_per_byte_interval, compare_bits_per_byte
+from vocabshift.eval.lm import (
+    DEFAULT_WINDOW,
+    PROTOCOLS,
+    DocumentLMResult,
+    LMResult,
+    check_window,
+    lm_loss,
+    max_positions,
+    score_documents,
+)
 from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens, new_token_ids, sample_ids
 from vocabshift.eval.speed import SpeedResult, count_words, measure_throughput, speedup
 from vocabshift.outputs import writes_output
@@ -55,13 +70,28 @@ class EvalConfig(ConfigMixin):
         "help": "Model directory to compare with (the source model); its tokenizer is the 'old' one."})
     objective: str = field(default="auto", metadata={
         "help": "Loss objective: auto (clm for causal LMs, mlm for masked LMs), mlm or clm."})
+    protocol: str = field(default="document", metadata={
+        "help": "Held-out loss protocol. document: each document scored on its own from the bos token "
+                "(rolling windows for long ones), both models on the same documents and bytes, as "
+                "lm-evaluation-harness does. packed: documents packed into seq_len blocks, each predicted "
+                "with the previous ones as context, as training logs it (the two models' blocks cover "
+                "different text). Masked LMs are always scored packed (a pseudo loss)."})
     seq_len: int | None = field(default=None, metadata={
-        "help": "Tokens per sequence for the loss and the speed test (default: min(512, the models' max "
+        "help": "document protocol: the scoring window in tokens (default: each model's max positions). "
+                "packed protocol and the speed test: tokens per sequence (default: min(512, the models' max "
                 "positions), shortened to fit a small corpus)."})
+    stride: int | None = field(default=None, metadata={
+        "help": "document protocol: tokens newly predicted by each window after the first of a long document, "
+                "1 to the window; the rest of the window is context (default: the window, i.e. disjoint "
+                "windows as lm-evaluation-harness uses)."})
     max_documents: int = field(default=1000, metadata={
-        "help": "Documents read from the start of the corpus for every measure."})
+        "help": "Documents read from the start of the corpus for every measure; the document protocol "
+                "scores all of them."})
     max_sequences: int = field(default=64, metadata={
-        "help": "At most this many seq_len sequences of held-out text are scored for the loss."})
+        "help": "packed protocol: at most this many seq_len sequences of held-out text are scored."})
+    bootstrap: int = field(default=1000, metadata={
+        "help": "document protocol: bootstrap resamples of the documents for the 95% intervals of bits per "
+                "byte and the paired verdict (0: no intervals, no verdict)."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass (loss and speed)."})
     mlm_probability: float = field(default=0.15, metadata={
         "help": "Masked LMs: share of non-special tokens masked and scored (seeded)."})
@@ -74,7 +104,8 @@ class EvalConfig(ConfigMixin):
     neighbours: int = field(default=20, metadata={
         "help": "New tokens sampled (seeded) for the nearest-source-token view (0: skip it)."})
     neighbours_k: int = field(default=5, metadata={"help": "Nearest source tokens shown per new token."})
-    seed: int = field(default=0, metadata={"help": "Seed of the neighbour sample and of MLM masking."})
+    seed: int = field(default=0, metadata={
+        "help": "Seed of the neighbour sample, of MLM masking and of the bootstrap."})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda[:N]."})
     dtype: str = field(default="float32", metadata={"help": "Weights dtype for loss and speed: float32, bfloat16 "
                                                              "or float16."})
@@ -89,11 +120,17 @@ class EvalConfig(ConfigMixin):
             raise ConfigError("model must name a model directory")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.seq_len is not None:
             _check_int("seq_len", self.seq_len, MIN_SEQ_LEN)
+        if self.stride is not None:
+            _check_int("stride", self.stride, 1)
+            if self.seq_len is not None:
+                check_window(self.seq_len, self.stride)
         for name, minimum in (("max_documents", 1), ("max_sequences", 1), ("batch_size", 1), ("speed_words", 1),
                               ("speed_warmup", 0), ("speed_repeats", 1), ("neighbours", 0), ("neighbours_k", 1),
-                              ("seed", 0)):
+                              ("seed", 0), ("bootstrap", 0)):
             _check_int(name, getattr(self, name), minimum)
         if not (isinstance(self.mlm_probability, (int, float)) and 0.0 < self.mlm_probability < 1.0):
             raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
@@ -121,12 +158,17 @@ class SizeResult:
 
 @dataclass
 class EvalResult:
-    """Everything ``vocabshift eval`` measured. Keys ``"new"`` (the model) and ``"old"`` (the baseline)."""
+    """Everything ``vocabshift eval`` measured. Keys ``"new"`` (the model) and ``"old"`` (the baseline).
+
+    ``lm`` holds a :class:`DocumentLMResult` per model under the document protocol (a masked LM, and
+    every model under ``protocol="packed"``, an :class:`LMResult`); ``comparison`` the paired bootstrap
+    of the two models' bits per byte when both were scored per document.
+    """
 
     model: str
     baseline: str | None
     tokenization: dict[str, TokenizerStats]
-    lm: dict[str, LMResult | None]
+    lm: dict[str, LMResult | DocumentLMResult | None]
     size: dict[str, SizeResult]
     speed: dict[str, SpeedResult]
     speedup: float | None  # old / new seconds per 1,000 words
@@ -135,6 +177,8 @@ class EvalResult:
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    protocol: str = "document"
+    comparison: PairedComparison | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable data (what ``--json`` prints and ``eval.json`` holds)."""
@@ -143,7 +187,9 @@ class EvalResult:
             "baseline": self.baseline,
             "documents": self.documents,
             "tokenization": {k: v.as_dict() for k, v in self.tokenization.items()},
+            "protocol": self.protocol,
             "lm": {k: None if v is None else asdict(v) for k, v in self.lm.items()},
+            "comparison": None if self.comparison is None else asdict(self.comparison),
             "size": {k: asdict(v) for k, v in self.size.items()},
             "speed": {k: asdict(v) for k, v in self.speed.items()},
             "speedup": self.speedup,
@@ -306,17 +352,54 @@ def _resolve_seq_len(config: EvalConfig, model_configs: list[Any], stats: list[T
     return max(MIN_SEQ_LEN, min(seq_len, available))
 
 
-def _lm(config: EvalConfig, model: Any, tokenizer: Any, objective: str | None, seq_len: int, device: Any,
-        role: str, notes: list[str]) -> LMResult | None:
+def _window(config: EvalConfig, model_config: Any) -> int:
+    """The document protocol's scoring window: ``seq_len``, else the model's max positions (lm-eval's
+    ``max_length``), else lm-eval's default of 2048; checked against the stride before any weights load."""
+    positions = max_positions(model_config) if model_config is not None else None
+    window = config.seq_len or positions or DEFAULT_WINDOW
+    check_window(window, config.stride if config.stride is not None else window)
+    return window
+
+
+def _lm(config: EvalConfig, model: Any, tokenizer: Any, objective: str | None, seq_len: int,
+        documents: list[str], device: Any, role: str, notes: list[str]) -> LMResult | DocumentLMResult | None:
     if objective is None:
         return None
     if objective == "auto":  # a GGUF model, whose config was not read before loading
         objective = _objective(model.config, "auto", role, notes)
         if objective is None:
             return None
+    if config.protocol == "document" and objective == "clm":
+        result = score_documents(model, tokenizer, documents, window=_window(config, model.config),
+                                 stride=config.stride, batch_size=config.batch_size, device=device)
+        if config.bootstrap:
+            result.interval = bits_per_byte_interval(result.per_document.nll, result.per_document.bytes,
+                                                     resamples=config.bootstrap, seed=config.seed)
+        return result
+    if config.protocol == "document":
+        notes.append(f"{role} model: a masked LM is scored with the packed protocol (a pseudo loss), not per document")
     return lm_loss(model, tokenizer, config.corpus, seq_len=seq_len, max_documents=config.max_documents,
                    max_sequences=config.max_sequences, batch_size=config.batch_size, objective=objective,
                    mlm_probability=config.mlm_probability, seed=config.seed, device=device)
+
+
+def _compare(config: EvalConfig, lm: dict[str, LMResult | DocumentLMResult | None],
+             notes: list[str]) -> PairedComparison | None:
+    """The paired bootstrap of (new - old) bits per byte, when both models were scored per document."""
+    old, new = lm.get("old"), lm.get("new")
+    if not (isinstance(old, DocumentLMResult) and isinstance(new, DocumentLMResult)):
+        return None
+    # Same documents, so the same bytes: by construction, and it is what makes the two figures compare.
+    if old.per_document.bytes != new.per_document.bytes:
+        raise AssertionError("the model and the baseline were scored on different documents")
+    if not config.bootstrap:
+        notes.append("bootstrap 0: no intervals and no verdict")
+        return None
+    if new.documents < 2:
+        notes.append("one held-out document: the bootstrap cannot estimate an interval; no verdict")
+        return None
+    return compare_bits_per_byte(old.per_document.nll, new.per_document.nll, new.per_document.bytes,
+                                 resamples=config.bootstrap, seed=config.seed)
 
 
 @writes_output
@@ -346,6 +429,10 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
         model_configs["old"] = _read_config(base_dir, "baseline")
     objectives = {key: _objective(c, config.objective, "baseline" if key == "old" else "model", notes)
                   for key, c in model_configs.items()}
+    if config.protocol == "document":  # a window or stride that cannot work fails before any weights load
+        for key, c in model_configs.items():
+            if objectives[key] == "clm":
+                _window(config, c)
     tokenizer = _load_tokenizer(model_dir, "model")
     base_tokenizer = _load_tokenizer(base_dir, "baseline") if base_dir else None
 
@@ -378,7 +465,7 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
         log.info("evaluating the %s %s", role, path)
         model = _load_model(path, role, config.dtype, device)
         size[key] = _size(model, tok, path)
-        lm[key] = _lm(config, model, tok, objectives[key], seq_len, device, role, notes)
+        lm[key] = _lm(config, model, tok, objectives[key], seq_len, documents, device, role, notes)
         speed[key] = measure_throughput(model, tok, speed_text, seq_len=seq_len, batch_size=config.batch_size,
                                         warmup=config.speed_warmup, repeats=config.speed_repeats, device=device)
         embeddings = model.get_input_embeddings().weight.detach().to("cpu", torch.float32)
@@ -397,12 +484,18 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
         notes.append("the model and the baseline have different objectives: their losses do not compare")
     if any(v.pseudo for v in lms):
         notes.append("masked-LM loss is pseudo: only the masked tokens are scored")
+    if len(lms) == 2 and lms[0].protocol != lms[1].protocol:
+        notes.append("the model and the baseline were scored with different protocols: their losses do not compare")
+    if len(lms) == 2 and all(v.protocol == "packed" for v in lms):
+        notes.append("packed protocol: each model's sequences cover different text; use --protocol document to "
+                     "compare bits per byte on the same bytes")
+    comparison = _compare(config, lm, notes)
 
     result = EvalResult(
         model=str(model_dir), baseline=None if base_dir is None else str(base_dir), tokenization=stats, lm=lm,
         size=size, speed=speed, speedup=speedup(speed["old"], speed["new"]) if "old" in speed else None,
         neighbours=neighbours, documents=len(documents), config=config.to_dict(), notes=notes,
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, protocol=config.protocol, comparison=comparison)
     if config.out:
         write_report(result, config.out, metrics_jsonl=config.metrics_jsonl)
     return result

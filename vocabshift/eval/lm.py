@@ -1,9 +1,26 @@
-"""Held-out language-modelling loss and bits per byte of a model on a corpus.
+"""Held-out language-modelling loss and bits per byte of a model on a corpus, under two protocols.
 
-The held-out text is packed exactly as continued pretraining packs its evaluation split
-(:func:`vocabshift.train.data.build_eval_set`: the first documents of the corpus stream, special
+``document`` (the default of ``vocabshift eval``; :func:`score_documents`) scores each held-out
+document on its own, as lm-evaluation-harness's ``loglikelihood_rolling`` does (EleutherAI,
+``lm_eval/models/huggingface.py`` and ``get_rolling_token_windows`` in ``lm_eval/utils.py``): the
+document's tokens (no special tokens added) are predicted after one prefix token (the tokenizer's
+bos token, else its eos token, like HFLM's ``prefix_token_id``); a document longer than the window
+is scored in rolling windows. The first window predicts tokens ``0 .. W-1`` from the prefix; each
+later one predicts the next ``stride`` tokens (or the rest) with the ``W - stride`` tokens before
+them as extra context, so every token is predicted exactly once and never sees another document.
+``stride = W`` (the default) is lm-eval's ``context_len=1``. Totals follow lm-eval's metrics:
+``bits_per_byte = total_nll / bytes / ln 2``, ``byte_perplexity = exp(total_nll / bytes)``,
+``word_perplexity = exp(total_nll / words)`` with ``words = len(re.split(r"\\s+", doc))``.
+Because bytes come from the documents' text, two models scored on the same list of documents are
+scored on the same bytes whatever their tokenizers. Causal LMs only.
+
+``packed`` (:func:`lm_loss`) packs the held-out text exactly as continued pretraining packs its
+evaluation split (:func:`vocabshift.train.data.build_eval_set`: the first documents of the corpus stream, special
 tokens around each document, cut into ``seq_len`` blocks, at most ``max_sequences`` of them), so a
-figure here is comparable with the ``eval_bits_per_byte`` that ``vocabshift train`` logs.
+figure here is comparable with the ``eval_bits_per_byte`` that ``vocabshift train`` logs. Each document
+is then predicted with the previous documents as context, and each tokenizer's ``max_sequences``
+blocks cover a different amount of text: packed figures of two models do not compare on the same
+bytes; use the ``document`` protocol for that.
 
 * ``loss`` — mean negative log-likelihood per predicted token, in nats;
 * ``bits_per_byte = total_nll_nats / ln(2) / n_bytes`` (:func:`~vocabshift.train.data.bits_per_byte`),
@@ -19,6 +36,8 @@ so it compares only between masked LMs on the same text and masking rate, never 
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +46,8 @@ import torch
 import torch.nn.functional as F
 
 from vocabshift.corpus import CorpusConfig
+from vocabshift.errors import ConfigError, CorpusError, TokenizerError
+from vocabshift.eval.bootstrap import Interval
 from vocabshift.train.data import IGNORE_INDEX, DataConfig, bits_per_byte, build_eval_set, resolve_objective
 
 log = logging.getLogger(__name__)
@@ -55,6 +76,7 @@ class LMResult:
     documents: int
     pseudo: bool  # masked LM: only masked tokens scored
     note: str = ""
+    protocol: str = "packed"
 
 
 def max_positions(config: Any) -> int | None:
@@ -119,4 +141,173 @@ def lm_loss(model: Any, tokenizer: Any, corpus: CorpusConfig, *, seq_len: int, m
                       pseudo=pseudo, note=MLM_NOTE if pseudo else "")
     log.info("%s loss %.4f nats/token, %.4f bits per byte over %d tokens (%d sequences of %d, %d bytes)",
              objective, result.loss, result.bits_per_byte, count, result.sequences, seq_len, result.bytes)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-document scoring (the lm-evaluation-harness protocol)
+
+PROTOCOLS = ("document", "packed")
+MIN_WINDOW = 2
+DEFAULT_WINDOW = 2048  # lm-eval HFLM's max length when neither the config nor the tokenizer states one
+DEFAULT_BATCH_TOKENS = 8192  # padded tokens per forward pass (logits are batch x length x vocabulary)
+
+
+@dataclass
+class DocumentScores:
+    """Per-document figures of one model; index ``i`` is the ``i``-th held-out document."""
+
+    nll: list[float]  # summed NLL of the document's tokens, nats
+    tokens: list[int]  # predicted tokens (the document's tokens: each predicted once)
+    bytes: list[int]  # UTF-8 bytes
+    words: list[int]  # len(re.split(r"\s+", doc)), as lm-eval counts words
+
+
+@dataclass
+class DocumentLMResult:
+    """Held-out loss of one model, each document scored on its own (``protocol == "document"``)."""
+
+    objective: str  # "clm"
+    loss: float  # mean NLL per predicted token, nats
+    bits_per_byte: float  # total NLL / ln 2 / bytes
+    byte_perplexity: float  # exp(total NLL / bytes)
+    word_perplexity: float  # exp(total NLL / words)
+    total_nll_nats: float
+    predicted_tokens: int
+    bytes: int
+    words: int
+    documents: int
+    window: int  # tokens per forward pass, the prefix token included
+    stride: int  # tokens newly predicted by each window after the first
+    prefix_token_id: int
+    windows: int  # forward windows over all documents
+    per_document: DocumentScores
+    interval: Interval | None = None  # bootstrap interval of bits_per_byte (set by vocabshift eval)
+    protocol: str = "document"
+    pseudo: bool = False
+    note: str = ""
+
+
+def prefix_token_id(tokenizer: Any) -> int:
+    """The token each document is predicted after: bos, else eos (lm-eval HFLM's ``prefix_token_id``)."""
+    for name in ("bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            return value
+    raise TokenizerError(f"{type(tokenizer).__name__} has neither a bos nor an eos token to predict the first "
+                         "token of a document from", hint="set bos_token or eos_token in tokenizer_config.json")
+
+
+def check_window(window: int, stride: int) -> None:
+    """Refuse a window shorter than 2 tokens and a stride outside ``1 .. window``."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < MIN_WINDOW:
+        raise ConfigError(f"the scoring window must be at least {MIN_WINDOW} tokens, got {window!r}",
+                          hint="raise --seq-len")
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= window:
+        raise ConfigError(f"stride must be between 1 and the window ({window} tokens), got {stride!r}",
+                          hint="a stride of 0 would never move past the first window; leave --stride unset for "
+                               "disjoint windows (lm-eval's default)")
+
+
+def rolling_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """The windows that score a document of ``n_tokens`` tokens, as ``(start, end, scored)`` spans.
+
+    Spans index the sequence ``[prefix] + tokens`` (length ``n_tokens + 1``): the model reads
+    ``seq[start:end]`` and its last ``scored`` positions predict ``seq[end - scored + 1 : end + 1]``.
+    The first window starts at the prefix and scores all it reads; the later ones end ``stride``
+    tokens further (the last one at the document's end) and read ``window`` tokens back from there.
+    """
+    check_window(window, stride)
+    if n_tokens == 0:
+        return []
+    end = min(window, n_tokens)
+    spans = [(0, end, end)]
+    while end < n_tokens:
+        new_end = min(end + stride, n_tokens)
+        spans.append((new_end - window, new_end, new_end - end))
+        end = new_end
+    return spans
+
+
+def count_words(text: str) -> int:
+    """Words as lm-eval's word perplexity counts them: ``len(re.split(r"\\s+", text))``."""
+    return len(re.split(r"\s+", text))
+
+
+def _encode_documents(tokenizer: Any, documents: list[str]) -> list[list[int]]:
+    """Each document's tokens without special tokens (the prefix token stands in for them)."""
+    if not documents:
+        return []
+    # verbose=False: a long document is expected here (rolling windows), no "longer than max length" warning.
+    return [list(ids) for ids in tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]]
+
+
+def _batches(lengths: list[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
+    """Window indices grouped longest first: at most ``batch_size`` windows and ``batch_tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and len(groups[-1]) < batch_size and lengths[groups[-1][0]] * (len(groups[-1]) + 1) <= batch_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def score_documents(model: Any, tokenizer: Any, documents: list[str], *, window: int, stride: int | None = None,
+                    batch_size: int = 8, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                    device: torch.device | str = "cpu") -> DocumentLMResult:
+    """Score each of ``documents`` on its own (lm-eval's ``loglikelihood_rolling``) with a causal LM.
+
+    ``window``: tokens per forward pass (the model's max length, or less); ``stride``: tokens newly
+    predicted per window after the first (default ``window``: disjoint windows). Raises
+    :class:`~vocabshift.errors.CorpusError` for no documents, :class:`~vocabshift.errors.ConfigError`
+    for a window below 2 or a stride outside ``1 .. window``, or a model that is not a causal LM.
+    """
+    stride = window if stride is None else stride
+    check_window(window, stride)
+    if not documents:
+        raise CorpusError("there are no held-out documents to score",
+                          hint="check the corpus and --max-documents (or eval_documents in a recipe)")
+    if resolve_objective(model, "auto") != "clm":
+        raise ConfigError(f"per-document scoring needs a causal LM; {type(model).__name__} is a masked LM",
+                          hint="use --protocol packed (a pseudo loss of masked tokens)")
+    prefix = prefix_token_id(tokenizer)
+    encoded = _encode_documents(tokenizer, documents)
+    items: list[tuple[int, list[int], list[int]]] = []  # (document, model input, targets of its last positions)
+    for d, ids in enumerate(encoded):
+        seq = [prefix, *ids]
+        for start, end, scored in rolling_windows(len(ids), window, stride):
+            items.append((d, seq[start:end], seq[end - scored + 1:end + 1]))
+    nll = torch.zeros(len(documents), dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for group in _batches([len(inp) for _, inp, _ in items], batch_size, batch_tokens):
+                width = len(items[group[0]][1])
+                # Right padding: a causal model's real positions never attend to the padding after them.
+                inputs = torch.full((len(group), width), prefix, dtype=torch.long)
+                for row, i in enumerate(group):
+                    inp = items[i][1]
+                    inputs[row, :len(inp)] = torch.tensor(inp)
+                logits = model(input_ids=inputs.to(device)).logits
+                for row, i in enumerate(group):
+                    d, inp, targets = items[i]
+                    scored = logits[row, len(inp) - len(targets):len(inp)].float()
+                    loss = F.cross_entropy(scored, torch.tensor(targets, device=scored.device), reduction="sum")
+                    nll[d] += loss.double().cpu()
+    finally:
+        model.train(was_training)
+    scores = DocumentScores(nll=nll.tolist(), tokens=[len(ids) for ids in encoded],
+                            bytes=[len(doc.encode("utf-8")) for doc in documents],
+                            words=[count_words(doc) for doc in documents])
+    total, n_bytes, n_words, n_tokens = float(nll.sum()), sum(scores.bytes), sum(scores.words), sum(scores.tokens)
+    result = DocumentLMResult(
+        objective="clm", loss=total / max(n_tokens, 1), bits_per_byte=bits_per_byte(total, n_bytes),
+        byte_perplexity=math.exp(total / n_bytes), word_perplexity=math.exp(total / max(n_words, 1)),
+        total_nll_nats=total, predicted_tokens=n_tokens, bytes=n_bytes, words=n_words, documents=len(documents),
+        window=window, stride=stride, prefix_token_id=prefix, windows=len(items), per_document=scores)
+    log.info("per-document: %.4f bits per byte over %d documents (%d bytes, %d tokens, %d windows of <= %d)",
+             result.bits_per_byte, result.documents, n_bytes, n_tokens, result.windows, window)
     return result

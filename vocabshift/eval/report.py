@@ -122,24 +122,77 @@ def _tokenization_table(result: EvalResult) -> SummaryTable:
     return SummaryTable("tokenization", title, columns, rows, notes, total_row=True)
 
 
-def _lm_table(result: EvalResult) -> SummaryTable:
-    columns = ["Model", "Objective", "Loss", "Bits/byte", "Scored tokens", "Bytes", "Sequences"]
-    rows: list[list[Cell]] = []
-    notes = ["Loss: mean NLL per scored token (nats). Bits/byte = total NLL / ln 2 / UTF-8 bytes of the scored text; "
-             "unlike the per-token loss it compares across tokenizers."]
-    for key, label in (("old", "old (baseline)"), ("new", "new (model)")):
-        if key not in result.lm:
-            continue
-        r = result.lm[key]
-        if r is None:
-            rows.append([label, "–", "–", "–", "–", "–", "–"])
-            continue
-        objective = r.objective + (" (pseudo)" if r.pseudo else "")
-        rows.append([label, objective, f"{r.loss:.4f}", f"{r.bits_per_byte:.4f}", f"{r.predicted_tokens:,}",
-                     f"{r.bytes:,}", f"{r.sequences} × {r.seq_len}"])
-        if r.pseudo and r.note not in notes:
+def _interval(interval: Any) -> str:
+    return "–" if interval is None else f"[{interval.low:.4f}, {interval.high:.4f}]"
+
+
+def _perplexity(value: float) -> str:
+    return f"{value:,.2f}" if value < 1e6 else f"{value:.3g}"
+
+
+def _lm_row(label: str, r: Any) -> list[Cell]:
+    """One model's row: document protocol (intervals, perplexities) or packed (sequences)."""
+    if r is None:
+        return [label, "–", "–", "–", "–", "–", "–", "–", "–"]
+    if r.protocol == "document":
+        return [label, "document", f"{r.bits_per_byte:.4f}", _interval(r.interval), f"{r.byte_perplexity:.4f}",
+                _perplexity(r.word_perplexity), f"{r.loss:.4f}", f"{r.predicted_tokens:,}", f"{r.bytes:,}"]
+    protocol = "packed" + (" (pseudo MLM)" if r.pseudo else "")
+    return [label, protocol, f"{r.bits_per_byte:.4f}", "–", f"{2 ** r.bits_per_byte:.4f}", "–", f"{r.loss:.4f}",
+            f"{r.predicted_tokens:,}", f"{r.bytes:,}"]
+
+
+def _lm_notes(result: EvalResult) -> list[str]:
+    lms = {k: v for k, v in result.lm.items() if v is not None}
+    notes = ["Bits/byte = total NLL / ln 2 / UTF-8 bytes of the scored text; byte perplexity = 2^(bits/byte); "
+             "word perplexity = exp(total NLL / whitespace-separated words); loss: mean NLL per scored token "
+             "(nats), which depends on the tokenizer."]
+    docs = [v for v in lms.values() if v.protocol == "document"]
+    if docs:
+        d = docs[0]
+        same = " (the same documents and bytes for both models)" if len(docs) == 2 else ""
+        windows = sorted({v.window for v in docs})
+        strides = sorted({v.stride for v in docs})
+        notes.append(f"Per document (lm-evaluation-harness loglikelihood_rolling): {d.documents:,} held-out documents, "
+                     f"{d.bytes:,} UTF-8 bytes, {d.words:,} words{same}; each document scored on its own after the "
+                     f"bos (else eos) token, windows of {'/'.join(map(str, windows))} tokens, stride "
+                     f"{'/'.join(map(str, strides))}.")
+        if d.interval is not None:
+            notes.append(f"Intervals: 95% percentile bootstrap over documents ({d.interval.resamples:,} resamples, "
+                         f"seed {d.interval.seed}).")
+    c = result.comparison
+    if c is not None:
+        notes.append(f"Paired difference new − old: {c.difference.estimate:+.4f} bits/byte, 95% interval "
+                     f"[{c.difference.low:+.4f}, {c.difference.high:+.4f}] on the same resampled documents: "
+                     f"{c.verdict.upper()} (decided from the interval: better = entirely below 0).")
+    for r in lms.values():
+        if r.protocol == "packed":
+            notes.append(f"Packed ({r.sequences} × {r.seq_len} tokens): documents packed into blocks, each predicted "
+                         "with the previous ones as context; each model's blocks cover different text, so packed "
+                         "figures of two tokenizers do not compare on the same bytes.")
+            break
+    for r in lms.values():
+        if r.pseudo:
             notes.append("MLM " + r.note + ".")
-    return SummaryTable("lm", "Held-out language modelling", columns, rows, notes)
+            break
+    return notes
+
+
+def _lm_table(result: EvalResult) -> SummaryTable:
+    columns = ["Model", "Protocol", "Bits/byte", "95% interval", "Byte perplexity", "Word perplexity", "Loss",
+               "Scored tokens", "Bytes"]
+    rows: list[list[Cell]] = []
+    for key, label in (("old", "old (baseline)"), ("new", "new (model)")):
+        if key in result.lm:
+            rows.append(_lm_row(label, result.lm[key]))
+    c = result.comparison
+    if c is not None:
+        rows.append(["new − old (paired)", c.verdict, f"{c.difference.estimate:+.4f}",
+                     f"[{c.difference.low:+.4f}, {c.difference.high:+.4f}]", "", "", "", "", f"{c.bytes:,}"])
+    scored = [r for r in result.lm.values() if r is not None]
+    if scored and all(r.protocol == "document" for r in scored):  # the same bytes: stated once, in the notes
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    return SummaryTable("lm", "Held-out language modelling", columns, rows, _lm_notes(result))
 
 
 def _size_table(result: EvalResult) -> SummaryTable:
@@ -306,6 +359,29 @@ def markdown_table(table: SummaryTable) -> str:
     return "\n".join(lines)
 
 
+def _lm_headline(result: EvalResult) -> list[str]:
+    lm_new, lm_old = result.lm.get("new"), result.lm.get("old")
+    if lm_new is None:
+        return []
+
+    def figure(r: Any) -> str:
+        return f"{r.bits_per_byte:.4f}" + ("" if getattr(r, "interval", None) is None else f" {_interval(r.interval)}")
+
+    if lm_new.protocol == "document" and (lm_old is None or lm_old.protocol == "document"):
+        how = f"per document, {lm_new.documents:,} documents, the same {lm_new.bytes:,} bytes for both"
+        how = how if lm_old is not None else f"per document, {lm_new.documents:,} documents, {lm_new.bytes:,} bytes"
+    else:
+        how = "packed" + (", pseudo: masked tokens only" if lm_new.pseudo else "")
+        how += "" if lm_old is None else "; the two models' figures cover different text"
+    text = f"Held-out bits per byte ({how}): "
+    text += figure(lm_new) if lm_old is None else f"{figure(lm_old)} → {figure(lm_new)}"
+    c = result.comparison
+    if c is not None:
+        text += (f"; paired difference {c.difference.estimate:+.4f} [{c.difference.low:+.4f}, "
+                 f"{c.difference.high:+.4f}]: {c.verdict}")
+    return [text]
+
+
 def _headline(result: EvalResult) -> list[str]:
     """One-line facts for the top of the report."""
     lines = []
@@ -315,12 +391,7 @@ def _headline(result: EvalResult) -> list[str]:
                      f"({_change(old.total.fertility, new.fertility)})")
     else:
         lines.append(f"Fertility (tokens per word): {new.fertility:.3f}")
-    lm_new, lm_old = result.lm.get("new"), result.lm.get("old")
-    pseudo = " (pseudo, masked tokens only)" if lm_new is not None and lm_new.pseudo else ""
-    if lm_new is not None and lm_old is not None:
-        lines.append(f"Held-out bits per byte{pseudo}: {lm_old.bits_per_byte:.4f} → {lm_new.bits_per_byte:.4f}")
-    elif lm_new is not None:
-        lines.append(f"Held-out bits per byte{pseudo}: {lm_new.bits_per_byte:.4f}")
+    lines += _lm_headline(result)
     size_new, size_old = result.size["new"], result.size.get("old")
     if size_old is not None:
         lines.append(f"Parameters: {_count(size_old.parameters)} → {_count(size_new.parameters)} "
