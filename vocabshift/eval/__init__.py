@@ -6,7 +6,7 @@
 - :func:`write_report` (:mod:`.report`) — ``report.md``, ``eval.json`` and PNG plots;
 - the measures alone: :func:`score_documents` (per document, as lm-evaluation-harness) and :func:`lm_loss`
   (packed) (:mod:`.lm`), :func:`compare_bits_per_byte` (paired bootstrap, :mod:`.bootstrap`),
-  :func:`measure_throughput` (:mod:`.speed`), :func:`nearest_source_tokens` (:mod:`.neighbours`).
+  :func:`measure_speed` (:mod:`.speed`), :func:`nearest_source_tokens` (:mod:`.neighbours`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from vocabshift.eval.evaluate import EvalConfig, EvalResult, SizeResult, evaluat
 from vocabshift.eval.lm import DocumentLMResult, LMResult, lm_loss, score_documents
 from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens
 from vocabshift.eval.report import render_summary, write_report
-from vocabshift.eval.speed import SpeedResult, measure_throughput
+from vocabshift.eval.speed import SpeedResult, measure_speed
 
 __all__ = [
     "DocumentLMResult",
@@ -31,7 +31,7 @@ __all__ = [
     "compare_bits_per_byte",
     "evaluate_model",
     "lm_loss",
-    "measure_throughput",
+    "measure_speed",
     "nearest_source_tokens",
     "render_summary",
     "score_documents",

@@ -9,11 +9,14 @@ model before adaptation):
    ``document`` protocol scores each held-out document on its own, as lm-evaluation-harness does;
    both models get exactly the same documents (hence the same bytes), each model's bits per byte a
    bootstrap interval over documents, and the pair a paired-bootstrap verdict
-   (:mod:`vocabshift.eval.bootstrap`). ``packed`` scores packed blocks (what training logs; its two
+   (:mod:`vocabshift.eval.bootstrap`). Each named corpus (``extra_corpora``, and ``source_corpus`` for
+   forgetting; :mod:`vocabshift.eval.corpora`) is scored the same way, with its own interval and verdict.
+   ``packed`` scores packed blocks (what training logs; its two
    figures cover different text) and is the only protocol for masked LMs (a pseudo loss);
 3. parameter counts and the size of the weight files;
-4. inference throughput on a fixed text (:mod:`vocabshift.eval.speed`) and the speedup old/new in
-   seconds per 1,000 words;
+4. inference speed on a fixed text (:mod:`vocabshift.eval.speed`): scoring throughput, and for causal
+   LMs prefill, decode and seconds per 1,000 words of output, each a median with its spread; the
+   speed-up old/new with a range;
 5. nearest source tokens for a seeded sample of the new tokens (:mod:`vocabshift.eval.neighbours`).
 
 Everything is computed before anything is written; with ``out`` set, ``eval.json``, ``report.md`` and
@@ -23,6 +26,7 @@ the plots are written at the end by :func:`vocabshift.eval.report.write_report`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import time
@@ -33,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from vocabshift.config import ConfigMixin
-from vocabshift.corpus import CorpusConfig, iter_corpus
-from vocabshift.errors import ConfigError, ModelError, VocabshiftError
+from vocabshift.corpus import CorpusConfig, CorpusSource, iter_corpus
+from vocabshift.errors import ConfigError, CorpusError, ModelError, VocabshiftError
 from vocabshift.eval.bootstrap import PairedComparison, bits_per_byte_interval, compare_bits_per_byte
+from vocabshift.eval.corpora import FORGETTING_NAME, check_corpus_name, default_corpus_name
 from vocabshift.eval.lm import (
     DEFAULT_WINDOW,
     PROTOCOLS,
@@ -46,9 +51,10 @@ from vocabshift.eval.lm import (
     max_positions,
     score_documents,
 )
+from vocabshift.eval.lm_eval_task import write_lm_eval_task
 from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens, new_token_ids, sample_ids
-from vocabshift.eval.speed import SpeedResult, count_words, measure_throughput, speedup
-from vocabshift.outputs import writes_output
+from vocabshift.eval.speed import RepeatRule, SpeedResult, Speedup, count_words, measure_speed, speedups
+from vocabshift.outputs import check_output_path, input_paths, refuse_overlap, writes_output
 from vocabshift.tokenization.stats import TokenizerStats, tokenizer_stats
 from vocabshift.train.data import MIN_SEQ_LEN, OBJECTIVES, resolve_objective
 
@@ -66,6 +72,19 @@ class EvalConfig(ConfigMixin):
     corpus: CorpusConfig = field(metadata={
         "help": "Held-out target-language text: tokenization statistics, loss and the speed text come from its "
                 "first documents."})
+    corpus_name: str | None = field(default=None, metadata={
+        "help": "Name of the held-out corpus in the report (default: the file name without its suffixes for one "
+                "file, else heldout)."})
+    extra_corpora: dict[str, list[str]] = field(default_factory=dict, metadata={
+        "help": "More corpora scored like the held-out one, for the model and the baseline on the same documents "
+                "(e.g. another domain): name -> text files, directories or globs, read with the corpus's "
+                "text_field, encoding and caps."})
+    source_corpus: list[str] | None = field(default=None, metadata={
+        "help": "Source-language text (files, directories or globs) scored like the held-out corpus: the "
+                "'source language (forgetting)' row shows what adaptation cost in the source language."})
+    lm_eval_task: str | None = field(default=None, metadata={
+        "help": "Directory to write an lm-evaluation-harness task into: a JSONL of each corpus's scored documents "
+                "and a loglikelihood_rolling task YAML per corpus (refused if it exists, unless force)."})
     baseline: str | None = field(default=None, metadata={
         "help": "Model directory to compare with (the source model); its tokenizer is the 'old' one."})
     objective: str = field(default="auto", metadata={
@@ -99,8 +118,19 @@ class EvalConfig(ConfigMixin):
         "help": "Words of corpus text (from its first documents) in the fixed speed text."})
     speed_text: str | None = field(default=None, metadata={
         "help": "A UTF-8 text file to time instead of the corpus's first words."})
-    speed_warmup: int = field(default=1, metadata={"help": "Untimed forward passes before timing."})
-    speed_repeats: int = field(default=3, metadata={"help": "Timed passes over the speed text (the median counts)."})
+    speed_warmup: int = field(default=1, metadata={"help": "Untimed runs of each speed measure before timing."})
+    speed_repeats: int = field(default=5, metadata={
+        "help": "Timed runs of each speed measure at least; then more until the median is stable (see "
+                "speed_tolerance), up to speed_max_repeats runs or speed_max_seconds."})
+    speed_max_repeats: int = field(default=30, metadata={"help": "Timed runs of each speed measure at most."})
+    speed_max_seconds: float = field(default=30.0, metadata={
+        "help": "Timed seconds of each speed measure at most, per model; this cap wins over speed_repeats."})
+    speed_tolerance: float = field(default=0.05, metadata={
+        "help": "A speed measure is stable when half its interquartile range is at most this share of the "
+                "median."})
+    speed_new_tokens: int = field(default=32, metadata={
+        "help": "Causal LMs: tokens generated greedily (exactly this many) for decode speed and seconds per "
+                "1,000 words of output."})
     neighbours: int = field(default=20, metadata={
         "help": "New tokens sampled (seeded) for the nearest-source-token view (0: skip it)."})
     neighbours_k: int = field(default=5, metadata={"help": "Nearest source tokens shown per new token."})
@@ -113,7 +143,8 @@ class EvalConfig(ConfigMixin):
         "help": "A training run's metrics.jsonl (or its run directory) for the loss curve in the report."})
     out: str | None = field(default=None, metadata={
         "help": "Directory to write eval.json, report.md and PNG plots into (nothing written without it)."})
-    force: bool = field(default=False, metadata={"help": "Overwrite eval.json/report.md already in --out."})
+    force: bool = field(default=False, metadata={
+        "help": "Overwrite eval.json/report.md already in --out, and replace an existing lm_eval_task directory."})
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -129,15 +160,59 @@ class EvalConfig(ConfigMixin):
             if self.seq_len is not None:
                 check_window(self.seq_len, self.stride)
         for name, minimum in (("max_documents", 1), ("max_sequences", 1), ("batch_size", 1), ("speed_words", 1),
-                              ("speed_warmup", 0), ("speed_repeats", 1), ("neighbours", 0), ("neighbours_k", 1),
+                              ("speed_warmup", 0), ("speed_repeats", 1), ("speed_max_repeats", 1),
+                              ("speed_new_tokens", 2), ("neighbours", 0), ("neighbours_k", 1),
                               ("seed", 0), ("bootstrap", 0)):
             _check_int(name, getattr(self, name), minimum)
+        for name in ("speed_max_seconds", "speed_tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
+                    (name == "speed_max_seconds" and value == 0):
+                raise ConfigError(f"{name} must be a number {'> 0' if name == 'speed_max_seconds' else '>= 0'}, "
+                                  f"got {value!r}")
         if not (isinstance(self.mlm_probability, (int, float)) and 0.0 < self.mlm_probability < 1.0):
             raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        self._check_corpora()
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+    def _check_corpora(self) -> None:
+        names = [self._main_name()]
+        if self.corpus_name is not None:
+            check_corpus_name(self.corpus_name, "corpus_name")
+        if not isinstance(self.extra_corpora, dict):
+            raise ConfigError(f"extra_corpora must map names to lists of paths, got {self.extra_corpora!r}")
+        for name, paths in self.extra_corpora.items():
+            check_corpus_name(name, "extra_corpora:")
+            if name in names:
+                raise ConfigError(f"corpus name {name!r} is given twice",
+                                  hint="give each corpus a different name")
+            names.append(name)
+            if isinstance(paths, str):
+                paths = self.extra_corpora[name] = [paths]
+            if not paths or not all(isinstance(p, str) and p for p in paths):
+                raise ConfigError(f"extra_corpora.{name} must be a list of paths, got {paths!r}")
+        if self.source_corpus is not None and not all(isinstance(p, str) and p for p in self.source_corpus):
+            raise ConfigError(f"source_corpus must be a list of paths, got {self.source_corpus!r}")
+
+    def _main_name(self) -> str:
+        return self.corpus_name or default_corpus_name([p for s in self.corpus.sources for p in s.paths])
+
+    def named_corpora(self) -> list[tuple[str, CorpusConfig, bool]]:
+        """``(name, corpus, forgetting)`` of every corpus scored: the held-out corpus first, then the extra
+        corpora, then the source-language text. Each extra corpus is read like the held-out one (its
+        text_field, encoding, caps and seed), from its own files."""
+        def like_main(paths: list[str]) -> CorpusConfig:
+            return dataclasses.replace(self.corpus, sources=[CorpusSource(paths=list(paths))])
+
+        out = [(self._main_name(), self.corpus, False)]
+        out += [(name, like_main(paths), False) for name, paths in self.extra_corpora.items()]
+        if self.source_corpus:
+            out.append((FORGETTING_NAME, like_main(self.source_corpus), True))
+        return out
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -157,12 +232,30 @@ class SizeResult:
 
 
 @dataclass
+class CorpusLMResult:
+    """Held-out language modelling on one named corpus: each model's result and their paired comparison."""
+
+    name: str
+    forgetting: bool  # source-language text: the change shows what adaptation cost there
+    documents: int  # documents read (both models scored all of them under the document protocol)
+    lm: dict[str, LMResult | DocumentLMResult | None]  # "old" / "new"
+    comparison: PairedComparison | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "forgetting": self.forgetting, "documents": self.documents,
+                "lm": {k: None if v is None else asdict(v) for k, v in self.lm.items()},
+                "comparison": None if self.comparison is None else asdict(self.comparison)}
+
+
+@dataclass
 class EvalResult:
     """Everything ``vocabshift eval`` measured. Keys ``"new"`` (the model) and ``"old"`` (the baseline).
 
     ``lm`` holds a :class:`DocumentLMResult` per model under the document protocol (a masked LM, and
     every model under ``protocol="packed"``, an :class:`LMResult`); ``comparison`` the paired bootstrap
-    of the two models' bits per byte when both were scored per document.
+    of the two models' bits per byte when both were scored per document. Both are those of the first
+    (held-out) corpus; ``corpora`` holds every named corpus, that one first, then the extra corpora and
+    the source-language (forgetting) text.
     """
 
     model: str
@@ -171,14 +264,16 @@ class EvalResult:
     lm: dict[str, LMResult | DocumentLMResult | None]
     size: dict[str, SizeResult]
     speed: dict[str, SpeedResult]
-    speedup: float | None  # old / new seconds per 1,000 words
+    speedup: float | None  # speedups["scoring"].estimate: old / new seconds per 1,000 words of the speed text
     neighbours: NeighboursResult | None
     documents: int  # documents read from the corpus
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    speedups: dict[str, Speedup] = field(default_factory=dict)  # "scoring", "generation": with their ranges
     seconds: float = 0.0
     protocol: str = "document"
     comparison: PairedComparison | None = None
+    corpora: list[CorpusLMResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serializable data (what ``--json`` prints and ``eval.json`` holds)."""
@@ -190,9 +285,11 @@ class EvalResult:
             "protocol": self.protocol,
             "lm": {k: None if v is None else asdict(v) for k, v in self.lm.items()},
             "comparison": None if self.comparison is None else asdict(self.comparison),
+            "corpora": [c.to_dict() for c in self.corpora],
             "size": {k: asdict(v) for k, v in self.size.items()},
             "speed": {k: asdict(v) for k, v in self.speed.items()},
             "speedup": self.speedup,
+            "speedups": {k: asdict(v) for k, v in self.speedups.items()},
             "neighbours": None if self.neighbours is None else asdict(self.neighbours),
             "notes": list(self.notes),
             "seconds": round(self.seconds, 3),
@@ -273,6 +370,13 @@ def _size(model: Any, tokenizer: Any, path: Path) -> SizeResult:
         emb += model.get_parameter(layout.output_bias).numel()
     return SizeResult(parameters=parameter_count(model), embedding_parameters=emb, vocab_size=len(tokenizer),
                       embedding_rows=layout.vocab_size, file_bytes=directory_size(path))
+
+
+def _repeat_rule(config: EvalConfig) -> RepeatRule:
+    """When each speed measure stops timing (:func:`vocabshift.eval.speed.time_runs`)."""
+    return RepeatRule(warmup=config.speed_warmup, min_repeats=config.speed_repeats,
+                      max_repeats=max(config.speed_max_repeats, config.speed_repeats),
+                      max_seconds=config.speed_max_seconds, tolerance=config.speed_tolerance)
 
 
 def _speed_text(documents: list[str], words: int, path: str | None) -> str:
@@ -362,7 +466,8 @@ def _window(config: EvalConfig, model_config: Any) -> int:
 
 
 def _lm(config: EvalConfig, model: Any, tokenizer: Any, objective: str | None, seq_len: int,
-        documents: list[str], device: Any, role: str, notes: list[str]) -> LMResult | DocumentLMResult | None:
+        documents: list[str], device: Any, role: str, notes: list[str],
+        corpus: CorpusConfig | None = None) -> LMResult | DocumentLMResult | None:
     if objective is None:
         return None
     if objective == "auto":  # a GGUF model, whose config was not read before loading
@@ -378,7 +483,7 @@ def _lm(config: EvalConfig, model: Any, tokenizer: Any, objective: str | None, s
         return result
     if config.protocol == "document":
         notes.append(f"{role} model: a masked LM is scored with the packed protocol (a pseudo loss), not per document")
-    return lm_loss(model, tokenizer, config.corpus, seq_len=seq_len, max_documents=config.max_documents,
+    return lm_loss(model, tokenizer, corpus or config.corpus, seq_len=seq_len, max_documents=config.max_documents,
                    max_sequences=config.max_sequences, batch_size=config.batch_size, objective=objective,
                    mlm_probability=config.mlm_probability, seed=config.seed, device=device)
 
@@ -436,12 +541,12 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
     tokenizer = _load_tokenizer(model_dir, "model")
     base_tokenizer = _load_tokenizer(base_dir, "baseline") if base_dir else None
 
-    stream = iter_corpus(config.corpus)
-    try:
-        documents = list(islice(stream, config.max_documents))
-    finally:
-        stream.close()
-    log.info("read %d documents from the corpus", len(documents))
+    named_corpora = config.named_corpora()
+    texts = {name: _read_documents(corpus, config.max_documents, name, i == 0)
+             for i, (name, corpus, _) in enumerate(named_corpora)}
+    documents = texts[named_corpora[0][0]]
+    if config.lm_eval_task:  # an existing task directory fails now, not after the work
+        _check_lm_eval_task_dir(config)
     named = {"new": tokenizer} if base_tokenizer is None else {"old": base_tokenizer, "new": tokenizer}
     stats = dict(zip(named, tokenizer_stats(named, documents), strict=True))
     for key, path in (("new", model_dir), ("old", base_dir)):
@@ -450,7 +555,8 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
     speed_text = _speed_text(documents, config.speed_words, config.speed_text)
     log.info("speed text: %d words", count_words(speed_text))
 
-    lm: dict[str, LMResult | None] = {}
+    scored: dict[str, dict[str, LMResult | DocumentLMResult | None]] = {name: {} for name, _, _ in named_corpora}
+    lm = scored[named_corpora[0][0]]
     size: dict[str, SizeResult] = {}
     speed: dict[str, SpeedResult] = {}
     source_embeddings = None
@@ -465,9 +571,11 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
         log.info("evaluating the %s %s", role, path)
         model = _load_model(path, role, config.dtype, device)
         size[key] = _size(model, tok, path)
-        lm[key] = _lm(config, model, tok, objectives[key], seq_len, documents, device, role, notes)
-        speed[key] = measure_throughput(model, tok, speed_text, seq_len=seq_len, batch_size=config.batch_size,
-                                        warmup=config.speed_warmup, repeats=config.speed_repeats, device=device)
+        for name, corpus, _ in named_corpora:
+            scored[name][key] = _lm(config, model, tok, objectives[key], seq_len, texts[name], device, role, notes,
+                                    corpus)
+        speed[key] = measure_speed(model, tok, speed_text, seq_len=seq_len, batch_size=config.batch_size,
+                                   new_tokens=config.speed_new_tokens, rule=_repeat_rule(config), device=device)
         embeddings = model.get_input_embeddings().weight.detach().to("cpu", torch.float32)
         if key == "old":
             source_embeddings = embeddings
@@ -489,16 +597,51 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
     if len(lms) == 2 and all(v.protocol == "packed" for v in lms):
         notes.append("packed protocol: each model's sequences cover different text; use --protocol document to "
                      "compare bits per byte on the same bytes")
-    comparison = _compare(config, lm, notes)
+    corpora = [CorpusLMResult(name=name, forgetting=forgetting, documents=len(texts[name]), lm=scored[name],
+                              comparison=_compare(config, scored[name], notes))
+               for name, _, forgetting in named_corpora]
+    comparison = corpora[0].comparison
+    notes = list(dict.fromkeys(notes))  # each corpus repeats the same notes
+    ups = speedups(speed["old"], speed["new"]) if "old" in speed else {}
+    notes += [f"{'baseline' if k == 'old' else 'model'} speed: {n}" for k, s in speed.items() for n in s.notes]
 
     result = EvalResult(
         model=str(model_dir), baseline=None if base_dir is None else str(base_dir), tokenization=stats, lm=lm,
-        size=size, speed=speed, speedup=speedup(speed["old"], speed["new"]) if "old" in speed else None,
+        size=size, speed=speed, speedup=ups["scoring"].estimate if ups else None, speedups=ups,
         neighbours=neighbours, documents=len(documents), config=config.to_dict(), notes=notes,
-        seconds=time.perf_counter() - started, protocol=config.protocol, comparison=comparison)
+        seconds=time.perf_counter() - started, protocol=config.protocol, comparison=comparison, corpora=corpora)
     if config.out:
         write_report(result, config.out, metrics_jsonl=config.metrics_jsonl)
+    if config.lm_eval_task:
+        write_lm_eval_task(config.lm_eval_task, texts, force=config.force)
     return result
+
+
+def _check_lm_eval_task_dir(config: EvalConfig) -> None:
+    """The task directory is replaced whole: refuse an existing one without force, and one that is, holds or
+    lies in an input or the report directory, force or not."""
+    assert config.lm_eval_task is not None
+    check_output_path(config.lm_eval_task, config.force)
+    inputs = input_paths(config) + [("extra_corpora", p) for paths in config.extra_corpora.values() for p in paths
+                                    if Path(p).exists()]
+    if config.out:
+        inputs.append(("out", config.out))
+    refuse_overlap(config.lm_eval_task, inputs)
+
+
+def _read_documents(corpus: CorpusConfig, max_documents: int, name: str, main: bool) -> list[str]:
+    """The first ``max_documents`` documents of one corpus; the error of an empty one names the corpus."""
+    stream = iter_corpus(corpus)
+    try:
+        documents = list(islice(stream, max_documents))
+    except CorpusError as err:
+        if main:
+            raise
+        raise CorpusError(f"corpus {name!r}: {err.problem}", path=err.path, hint=err.hint) from err
+    finally:
+        stream.close()
+    log.info("read %d documents from the corpus %s", len(documents), name)
+    return documents
 
 
 def _neighbours(config: EvalConfig, model_dir: Path, tokenizer: Any, embeddings: Any, base_tokenizer: Any,

@@ -142,6 +142,33 @@ def _lm_row(label: str, r: Any) -> list[Cell]:
             f"{r.predicted_tokens:,}", f"{r.bytes:,}"]
 
 
+def _corpus_entries(result: EvalResult) -> list[tuple[str, dict[str, Any], Any]]:
+    """``(row label, lm per model, paired comparison)`` per named corpus, the held-out corpus first."""
+    from vocabshift.eval.corpora import DEFAULT_CORPUS_NAME
+
+    if not result.corpora:  # a result built by hand: its one corpus
+        return [(DEFAULT_CORPUS_NAME, result.lm, result.comparison)]
+    return [(c.name, c.lm, c.comparison) for c in result.corpora]
+
+
+def _extra_corpus_notes(result: EvalResult) -> list[str]:
+    """What each corpus after the first holds, and its paired difference."""
+    notes = []
+    for label, lm, c in _corpus_entries(result)[1:]:
+        docs = [v for v in lm.values() if v is not None and v.protocol == "document"]
+        if docs:
+            same = " (the same for both models)" if len(docs) == 2 else ""
+            notes.append(f"{label}: {docs[0].documents:,} documents, {docs[0].bytes:,} UTF-8 bytes, "
+                         f"{docs[0].words:,} words{same}.")
+        if c is not None:
+            notes.append(f"{label}: paired difference new − old {c.difference.estimate:+.4f} bits/byte, 95% interval "
+                         f"[{c.difference.low:+.4f}, {c.difference.high:+.4f}]: {c.verdict.upper()}.")
+    if any(c.forgetting for c in result.corpora):
+        notes.append("Source language (forgetting): the models on source-language text; a positive difference "
+                     "(worse) is what the adaptation cost in the source language.")
+    return notes
+
+
 def _lm_notes(result: EvalResult) -> list[str]:
     lms = {k: v for k, v in result.lm.items() if v is not None}
     notes = ["Bits/byte = total NLL / ln 2 / UTF-8 bytes of the scored text; byte perplexity = 2^(bits/byte); "
@@ -162,9 +189,11 @@ def _lm_notes(result: EvalResult) -> list[str]:
                          f"seed {d.interval.seed}).")
     c = result.comparison
     if c is not None:
-        notes.append(f"Paired difference new − old: {c.difference.estimate:+.4f} bits/byte, 95% interval "
+        on = "" if len(_corpus_entries(result)) == 1 else f" on {_corpus_entries(result)[0][0]}"
+        notes.append(f"Paired difference new − old{on}: {c.difference.estimate:+.4f} bits/byte, 95% interval "
                      f"[{c.difference.low:+.4f}, {c.difference.high:+.4f}] on the same resampled documents: "
                      f"{c.verdict.upper()} (decided from the interval: better = entirely below 0).")
+    notes += _extra_corpus_notes(result)
     for r in lms.values():
         if r.protocol == "packed":
             notes.append(f"Packed ({r.sequences} × {r.seq_len} tokens): documents packed into blocks, each predicted "
@@ -179,19 +208,21 @@ def _lm_notes(result: EvalResult) -> list[str]:
 
 
 def _lm_table(result: EvalResult) -> SummaryTable:
-    columns = ["Model", "Protocol", "Bits/byte", "95% interval", "Byte perplexity", "Word perplexity", "Loss",
-               "Scored tokens", "Bytes"]
+    """One row per corpus and model, and each corpus's paired difference."""
+    columns = ["Corpus", "Model", "Protocol", "Bits/byte", "95% interval", "Byte perplexity", "Word perplexity",
+               "Loss", "Scored tokens", "Bytes"]
     rows: list[list[Cell]] = []
-    for key, label in (("old", "old (baseline)"), ("new", "new (model)")):
-        if key in result.lm:
-            rows.append(_lm_row(label, result.lm[key]))
-    c = result.comparison
-    if c is not None:
-        rows.append(["new − old (paired)", c.verdict, f"{c.difference.estimate:+.4f}",
-                     f"[{c.difference.low:+.4f}, {c.difference.high:+.4f}]", "", "", "", "", f"{c.bytes:,}"])
+    entries = _corpus_entries(result)
+    for corpus, lm, c in entries:
+        for key, label in (("old", "old (baseline)"), ("new", "new (model)")):
+            if key in lm:
+                rows.append([corpus, *_lm_row(label, lm[key])])
+        if c is not None:
+            rows.append([corpus, "new − old (paired)", c.verdict, f"{c.difference.estimate:+.4f}",
+                         f"[{c.difference.low:+.4f}, {c.difference.high:+.4f}]", "", "", "", "", f"{c.bytes:,}"])
     scored = [r for r in result.lm.values() if r is not None]
-    if scored and all(r.protocol == "document" for r in scored):  # the same bytes: stated once, in the notes
-        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    if len(entries) == 1 and scored and all(r.protocol == "document" for r in scored):
+        columns, rows = columns[:-1], [row[:-1] for row in rows]  # the same bytes: stated once, in the notes
     return SummaryTable("lm", "Held-out language modelling", columns, rows, _lm_notes(result))
 
 
@@ -213,21 +244,67 @@ def _size_table(result: EvalResult) -> SummaryTable:
     return SummaryTable("size", "Size", columns, rows, notes)
 
 
+def _med_iqr(values: Sequence[float], fmt: str) -> str:
+    """A measure over timed runs: median [Q1–Q3]."""
+    from vocabshift.eval.speed import quartiles
+
+    q1, median, q3 = quartiles(values)
+    return f"{median:{fmt}} [{q1:{fmt}}–{q3:{fmt}}]"
+
+
+def _speed_rows(s: Any) -> dict[str, tuple[list[float], str]]:
+    """Per-run values of every speed measure of one model (label -> (values, format))."""
+    sc, rows = s.scoring, {}
+    rows["Scoring: s per 1,000 words"] = (sc.seconds_per_1000_words_runs, ".4f")
+    rows["Scoring: words/s"] = ([sc.words / t for t in sc.timing.wall], ",.0f")
+    rows["Scoring: bytes/s"] = ([sc.bytes / t for t in sc.timing.wall], ",.0f")
+    if s.device == "cpu":
+        rows["Scoring: CPU s per 1,000 words"] = ([1000 * c / sc.words for c in sc.timing.cpu], ".4f")
+    g = s.generation
+    if g is not None:
+        rows["Prefill: tokens/s"] = ([g.prompt_tokens / t for t in g.prefill.wall], ",.0f")
+        rows["Decode: tokens/s"] = ([(g.new_tokens - 1) / t for t in g.decode.wall], ",.1f")
+        if g.seconds_per_1000_words_runs:
+            rows["Generation: s per 1,000 words of output"] = (g.seconds_per_1000_words_runs, ".3f")
+    return rows
+
+
 def _speed_table(result: EvalResult) -> SummaryTable:
-    columns = ["Model", "Words", "Tokens", "Tokens/word", "Tokens/s", "s per 1,000 words"]
+    keys = [k for k in ("old", "new") if k in result.speed]
+    per_model = {k: _speed_rows(result.speed[k]) for k in keys}
+    ups = {"Scoring: s per 1,000 words": result.speedups.get("scoring"),
+           "Generation: s per 1,000 words of output": result.speedups.get("generation")}
+    columns = ["Measure", *keys] + (["Speed-up (old / new)"] if len(keys) == 2 else [])
     rows: list[list[Cell]] = []
-    for key, label in (("old", "old (baseline)"), ("new", "new (model)")):
-        s = result.speed.get(key)
-        if s is None:
-            continue
-        rows.append([label, f"{s.words:,}", f"{s.tokens:,}", f"{s.tokens / s.words:.3f}", f"{s.tokens_per_second:,.0f}",
-                     f"{s.seconds_per_1000_words:.4f}"])
-    s = result.speed["new"]
-    notes = [f"Forward passes over the same text ({s.words:,} words), batch {s.batch_size}, seq_len {s.seq_len}, "
-             f"{s.warmup} warm-up + median of {s.repeats} timed passes on {s.device} ({s.dtype})."]
-    if result.speedup is not None:
-        notes.append(f"Speedup (old / new seconds per 1,000 words): {result.speedup:.2f}× "
-                     f"({result.speedup - 1:+.1%} throughput in words).")
+    for label in dict.fromkeys(label for k in keys for label in per_model[k]):
+        row: list[Cell] = [label]
+        for k in keys:
+            values, fmt = per_model[k].get(label, ([], ""))
+            row.append(_med_iqr(values, fmt) if values else "–")
+        if len(keys) == 2:
+            up = ups.get(label)
+            row.append("" if up is None else f"{up.estimate:.2f}× [{up.low:.2f}–{up.high:.2f}], {up.verdict}")
+        rows.append(row)
+    notes = ["Each cell: median [interquartile range] over the timed runs of that model."]
+    for k in keys:
+        s = result.speed[k]
+        runs = ", ".join(f"{name} {t.runs} ({t.stopped.replace('_', ' ')})" for name, t in
+                         (("scoring", s.scoring.timing), ("prefill", s.generation and s.generation.prefill),
+                          ("decode", s.generation and s.generation.decode)) if t)
+        text = (f"{k}: {s.scoring.words:,} words ({s.scoring.bytes:,} bytes) in {s.scoring.documents:,} documents, "
+                f"{s.scoring.tokens:,} tokens in {s.scoring.sequences:,} pieces of <= {s.scoring.seq_len}, batch "
+                f"{s.scoring.batch_size}")
+        if s.generation is not None:
+            g = s.generation
+            text += (f"; prompt {g.prompt_words} words ({g.prompt_tokens} tokens), {g.new_tokens} tokens generated "
+                     f"greedily = {g.output_words} words")
+        notes.append(f"{text}; timed runs after {s.scoring.timing.warmup} warm-up: {runs}; {s.device} "
+                     f"({s.dtype}, {s.threads} threads).")
+        notes += [f"{k}: {n}" for n in s.notes]
+    if result.speedups:
+        notes.append("Speed-up: old / new median seconds per 1,000 words; the range is old Q1 / new Q3 to old Q3 / "
+                     "new Q1 (the models run one after the other, so runs are not paired); 'faster' only when the "
+                     "whole range is above 1.")
     return SummaryTable("speed", "Inference speed", columns, rows, notes)
 
 
@@ -373,13 +450,27 @@ def _lm_headline(result: EvalResult) -> list[str]:
     else:
         how = "packed" + (", pseudo: masked tokens only" if lm_new.pseudo else "")
         how += "" if lm_old is None else "; the two models' figures cover different text"
-    text = f"Held-out bits per byte ({how}): "
+    entries = _corpus_entries(result)
+    on = "" if len(entries) == 1 else f" on {entries[0][0]}"
+    text = f"Held-out bits per byte{on} ({how}): "
     text += figure(lm_new) if lm_old is None else f"{figure(lm_old)} → {figure(lm_new)}"
     c = result.comparison
     if c is not None:
         text += (f"; paired difference {c.difference.estimate:+.4f} [{c.difference.low:+.4f}, "
                  f"{c.difference.high:+.4f}]: {c.verdict}")
-    return [text]
+    lines = [text]
+    for label, lm, c in entries[1:]:
+        new, old = lm.get("new"), lm.get("old")
+        if new is None:
+            continue
+        what = f"{new.documents:,} documents, {new.bytes:,} bytes" if new.protocol == "document" else new.protocol
+        line = f"Bits per byte on {label} ({what}): "
+        line += figure(new) if old is None else f"{figure(old)} → {figure(new)}"
+        if c is not None:
+            line += (f"; paired difference {c.difference.estimate:+.4f} [{c.difference.low:+.4f}, "
+                     f"{c.difference.high:+.4f}]: {c.verdict}")
+        lines.append(line)
+    return lines
 
 
 def _headline(result: EvalResult) -> list[str]:
@@ -398,10 +489,13 @@ def _headline(result: EvalResult) -> list[str]:
                      f"({_change(size_old.parameters, size_new.parameters)})")
     else:
         lines.append(f"Parameters: {_count(size_new.parameters)}")
-    if result.speedup is not None:
-        lines.append(f"Inference: {result.speed['old'].seconds_per_1000_words:.4f} → "
-                     f"{result.speed['new'].seconds_per_1000_words:.4f} s per 1,000 words "
-                     f"({result.speedup:.2f}× speedup)")
+    for measure, up in result.speedups.items():
+        what = "scoring the speed text" if measure == "scoring" else "generating text"
+        old, new = result.speed["old"], result.speed["new"]
+        t_old, t_new = ((old.scoring.seconds_per_1000_words, new.scoring.seconds_per_1000_words) if measure == "scoring"
+                        else (old.generation.seconds_per_1000_words, new.generation.seconds_per_1000_words))
+        lines.append(f"Inference ({what}): {t_old:.4f} → {t_new:.4f} s per 1,000 words (medians), speed-up "
+                     f"{up.estimate:.2f}× [{up.low:.2f}–{up.high:.2f}]: {up.verdict}")
     return lines
 
 
@@ -434,7 +528,13 @@ def report_markdown(result: EvalResult, *, plots: dict[str, str] | None = None,
     if result.baseline:
         lines.append(f"- Baseline (old): {_md_code(result.baseline)}")
     if paths:
-        lines.append(f"- Corpus: {', '.join(_md_code(p) for p in paths)} (first {result.documents:,} documents)")
+        name = f" {_md_text(result.corpora[0].name)}" if len(result.corpora) > 1 else ""
+        lines.append(f"- Corpus{name}: {', '.join(_md_code(p) for p in paths)} (first {result.documents:,} documents)")
+    for name, extra_paths in (result.config.get("extra_corpora") or {}).items():
+        lines.append(f"- Corpus {_md_text(name)}: {', '.join(_md_code(p) for p in extra_paths)}")
+    if result.config.get("source_corpus"):
+        lines.append(f"- Source-language corpus (forgetting): "
+                     f"{', '.join(_md_code(p) for p in result.config['source_corpus'])}")
     lines.append(f"- Evaluated in {result.seconds:.1f} s")
     lines += ["", "## Summary", ""] + [f"- {_md_text(h)}" for h in _headline(result)] + [""]
     sections = {"fertility": "tokenization", "size": "size", "speed": "speed"}
@@ -571,17 +671,28 @@ def plot_size(result: EvalResult, path: Path) -> None:
 
 
 def plot_speed(result: EvalResult, path: Path) -> None:
-    """Bars: seconds per 1,000 words, old vs new (lower is faster)."""
+    """Bars: median seconds per 1,000 words, old vs new, scoring and generation, with IQR whiskers."""
+    from vocabshift.eval.speed import quartiles
+
     keys = [k for k in ("old", "new") if k in result.speed]
-    fig = _figure(4.5, 3.4)
-    ax = fig.add_subplot()
-    ax.bar(keys, [result.speed[k].seconds_per_1000_words for k in keys],
-           color=[_OLD_COLOR if k == "old" else _NEW_COLOR for k in keys])
-    ax.set_ylabel("seconds per 1,000 words")
-    title = "Inference time (lower is faster)"
-    if result.speedup is not None:
-        title += f"\nspeedup {result.speedup:.2f}×"
-    ax.set_title(title)
+    measures = {"scoring": {k: result.speed[k].scoring.seconds_per_1000_words_runs for k in keys},
+                "generation": {k: result.speed[k].generation.seconds_per_1000_words_runs for k in keys
+                               if result.speed[k].generation is not None}}
+    measures = {m: runs for m, runs in measures.items() if any(runs.values())}
+    fig = _figure(3.0 + 2.2 * len(measures), 3.6)
+    for i, (measure, runs) in enumerate(measures.items()):
+        ax = fig.add_subplot(1, len(measures), i + 1)
+        shown = [k for k in keys if runs.get(k)]
+        q = [quartiles(runs[k]) for k in shown]
+        ax.bar(shown, [m for _, m, _ in q], yerr=[[m - q1 for q1, m, _ in q], [q3 - m for _, m, q3 in q]],
+               capsize=4, color=[_OLD_COLOR if k == "old" else _NEW_COLOR for k in shown])
+        ax.set_ylabel("s per 1,000 words" + (" of output" if measure == "generation" else ""))
+        title = measure
+        up = result.speedups.get(measure)
+        if up is not None:
+            title += f"\n{up.estimate:.2f}× [{up.low:.2f}–{up.high:.2f}]"
+        ax.set_title(title)
+    fig.suptitle("Inference time, median and IQR (lower is faster)", fontsize="medium")
     _save(fig, path)
 
 
