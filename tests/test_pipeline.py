@@ -212,7 +212,8 @@ def test_embedded_default_recipe_reduced_end_to_end(tmp_path):
                "vectors.target={dim: 16, epochs: 1, min_count: 3, max_bytes: 400000}", "vectors.refine=1",
                "training.max_steps=2", "training.eval_every=2", "training.save_every=2", "training.data.seq_len=32",
                "training.data.eval_max_sequences=2", "eval.max_sequences=2", "eval.seq_len=32", "eval.speed_words=40",
-               "eval.speed_repeats=1", "eval.neighbours=3"]
+               "eval.speed_repeats=1", "eval.speed_warmup=0", "eval.speed_max_seconds=1", "eval.speed_new_tokens=4",
+               "eval.bootstrap=200", "eval.neighbours=3"]
     result = adapt(recipe, tmp_path / "demo", overrides=smaller)
     assert result.ran == ["source", "tokenizer", "vectors-source", "vectors-target", "align", "init", "train",
                           "export", "eval"]
