@@ -347,14 +347,20 @@ class TokenizerTrainConfig(ConfigMixin):
     force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
     def __post_init__(self) -> None:
-        check_vocab_size(self.vocab_size, "vocab_size")
-        if self.min_frequency < 1:
-            raise ConfigError(f"min_frequency must be at least 1, got {self.min_frequency}")
-        if not 0.0 < self.character_coverage <= 1.0:
-            raise ConfigError(f"character_coverage must be in (0, 1], got {self.character_coverage}")
-        if self.max_piece_length < 0:
-            raise ConfigError(f"max_piece_length must be >= 0, got {self.max_piece_length}")
+        check_trainer_settings(self)
+
+
+def check_trainer_settings(config: Any) -> None:
+    """The tokenizer trainer's settings (``vocab_size``, ``min_frequency``, ``character_coverage``,
+    ``max_piece_length``) of :class:`TokenizerTrainConfig` or the recipe's ``tokenizer`` section."""
+    check_vocab_size(config.vocab_size, "vocab_size")
+    if config.min_frequency < 1:
+        raise ConfigError(f"min_frequency must be at least 1, got {config.min_frequency}")
+    if not 0.0 < config.character_coverage <= 1.0:
+        raise ConfigError(f"character_coverage must be in (0, 1], got {config.character_coverage}")
+    if config.max_piece_length < 0:
+        raise ConfigError(f"max_piece_length must be >= 0, got {config.max_piece_length}")
 
 
 __all__ = ["MAX_PAD_MULTIPLE", "MAX_VOCAB_SIZE", "ConfigMixin", "CorpusConfig", "CorpusSource", "TokenizerTrainConfig",
-           "check_vocab_size", "format_problems", "from_dict", "load_yaml", "safe_load_yaml", "show", "to_dict"]
+           "check_trainer_settings", "check_vocab_size", "format_problems", "from_dict", "load_yaml", "safe_load_yaml", "show", "to_dict"]

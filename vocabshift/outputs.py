@@ -39,7 +39,7 @@ INPUT_FIELDS = frozenset({
     "model", "tokenizer", "source", "target", "source_vectors", "target_vectors", "dictionary", "alignment",
     "run", "checkpoint", "baseline", "speed_text", "path", "paths", "corpus", "keep_corpus", "protect_corpus",
     "replay", "token_vectors", "fasttext_model", "sources", "languages", "source_language", "vectors",
-    "metrics_jsonl", "source_corpus",
+    "metrics_jsonl", "source_corpus", "extra_corpora",
 })
 
 
@@ -115,12 +115,13 @@ def _real(path: str | Path) -> Path:
 def input_paths(config: Any) -> list[tuple[str, Path]]:
     """``(field, path)`` for every existing input named in ``config`` (a stage config, at any depth).
 
-    Walks dataclass fields named in :data:`INPUT_FIELDS`, lists, dicts (an init method's ``options``) and
-    corpus sources; ``out`` itself is never an input.
+    Walks dataclass fields named in :data:`INPUT_FIELDS` (a mapping in one, such as eval's
+    ``extra_corpora``, holds inputs under every key), lists, the keys of ``options`` (an init method's)
+    named in :data:`INPUT_FIELDS`, and corpus sources; ``out`` itself is never an input.
     """
     found: list[tuple[str, Path]] = []
 
-    def visit(value: Any, name: str, depth: int) -> None:
+    def visit(value: Any, name: str, depth: int, every_key: bool = True) -> None:
         if depth > 8 or value is None:
             return
         if isinstance(value, (str, Path)):
@@ -132,12 +133,14 @@ def input_paths(config: Any) -> list[tuple[str, Path]]:
             return
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
-                if f.name in INPUT_FIELDS or (depth == 0 and f.name == "options"):
+                if f.name in INPUT_FIELDS:
                     visit(getattr(value, f.name), f.name if f.name not in ("paths", "sources") else name, depth + 1)
+                elif depth == 0 and f.name == "options":
+                    visit(getattr(value, f.name), f.name, depth + 1, every_key=False)
         elif isinstance(value, dict):
             for key, item in value.items():
-                if str(key) in INPUT_FIELDS:
-                    visit(item, f"{name}.{key}", depth + 1)
+                if every_key or str(key) in INPUT_FIELDS:
+                    visit(item, name if every_key else f"{name}.{key}", depth + 1)
         elif isinstance(value, (list, tuple)):
             for item in value:
                 visit(item, name, depth + 1)

@@ -30,7 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocabshift.config import ConfigMixin, load_yaml, to_dict, to_json_data, validate_dict
+from vocabshift.config import (
+    MAX_INT,
+    MAX_PAD_MULTIPLE,
+    MAX_VOCAB_SIZE,
+    ConfigMixin,
+    check_trainer_settings,
+    check_whole_number,
+    format_problems,
+    load_yaml,
+    to_dict,
+    to_json_data,
+    validate_dict,
+)
 from vocabshift.corpus import CorpusConfig, CorpusSource, resolve_files
 from vocabshift.errors import ConfigError, OutputExistsError, VocabshiftError
 from vocabshift.outputs import input_paths, output_guard, refuse_overlap, write_text_atomic
@@ -82,16 +94,7 @@ class TokenizerSection(ConfigMixin):
     max_bytes: int | None = field(default=None, metadata={"help": "Train on at most this many bytes of text."})
 
     def __post_init__(self) -> None:
-        # what TokenizerTrainConfig would refuse when the stage runs, refused when the recipe loads
-        from vocabshift.config import check_vocab_size
-
-        check_vocab_size(self.vocab_size, "vocab_size")
-        if self.min_frequency < 1:
-            raise ConfigError(f"min_frequency must be at least 1, got {self.min_frequency}")
-        if not 0.0 < self.character_coverage <= 1.0:
-            raise ConfigError(f"character_coverage must be in (0, 1], got {self.character_coverage}")
-        if self.max_piece_length < 0:
-            raise ConfigError(f"max_piece_length must be >= 0, got {self.max_piece_length}")
+        check_trainer_settings(self)  # what TokenizerTrainConfig would refuse at run time, refused now
         if self.max_bytes is not None and self.max_bytes < 1:
             raise ConfigError(f"max_bytes must be at least 1, got {self.max_bytes}")
 
@@ -116,8 +119,6 @@ class VocabularySection(ConfigMixin):
     def __post_init__(self) -> None:
         if self.mode not in VOCABULARY_MODES:
             raise ConfigError(f"vocabulary.mode must be one of {', '.join(VOCABULARY_MODES)}, got {self.mode!r}")
-        from vocabshift.config import MAX_INT, MAX_PAD_MULTIPLE, MAX_VOCAB_SIZE, check_whole_number
-
         for name, low, high in (("min_count", 1, MAX_INT), ("max_new", 0, MAX_VOCAB_SIZE),
                                 ("pad_to_multiple_of", 1, MAX_PAD_MULTIPLE)):
             if getattr(self, name) is not None:  # what prune/extend would refuse, refused when the recipe loads
@@ -272,8 +273,6 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
         problems += _check_stages(config, base, check_files)
     if problems:
         where = "" if isinstance(recipe, dict) else f"{recipe}: "
-        from vocabshift.config import format_problems  # the first 20, each cut to a readable length
-
         raise ConfigError(f"{where}{len(problems)} problem(s) in the recipe: " + format_problems(problems))
     assert config is not None
     return _resolved(config, base), base

@@ -622,8 +622,7 @@ def _check_lm_eval_task_dir(config: EvalConfig) -> None:
     lies in an input or the report directory, force or not."""
     assert config.lm_eval_task is not None
     check_output_path(config.lm_eval_task, config.force)
-    inputs = input_paths(config) + [("extra_corpora", p) for paths in config.extra_corpora.values() for p in paths
-                                    if Path(p).exists()]
+    inputs = input_paths(config)
     if config.out:
         inputs.append(("out", config.out))
     refuse_overlap(config.lm_eval_task, inputs)

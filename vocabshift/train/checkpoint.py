@@ -38,6 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vocabshift.errors import ConfigError, ModelError, OutputExistsError
+from vocabshift.outputs import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,7 @@ def _check_same_model(run_dir: Path, old: dict[str, Any], new: dict[str, Any]) -
 
 
 def _write_json(path: Path, data: Any, indent: int | None = 2) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
 def truncate_metrics(run_dir: str | Path, step: int) -> None:
