@@ -148,3 +148,19 @@ def roberta_source(tmp_path_factory, english_file) -> Path:
     out = tmp_path_factory.mktemp("roberta")
     hf.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory, roberta_source) -> Path:
+    """A pico Llama (untied head) with the RoBERTa-style byte-level BPE; the eval tests' model."""
+    from tests.test_train import pico_model
+
+    return pico_model("llama_untied", roberta_source, tmp_path_factory.mktemp("llama") / "m")
+
+
+@pytest.fixture(scope="session")
+def llama_other(tmp_path_factory, llama2_source) -> Path:
+    """The same pico Llama with another tokenizer family (sentencepiece BPE with byte fallback)."""
+    from tests.test_train import pico_model
+
+    return pico_model("llama_untied", llama2_source, tmp_path_factory.mktemp("llama_spm") / "m")

@@ -11,7 +11,6 @@ import yaml
 
 from tests.conftest import udhr_lines
 from tests.test_cli import run_cli
-from tests.test_train import pico_model
 from vocabshift.corpus import corpus_from_paths
 from vocabshift.errors import ConfigError, CorpusError, OutputExistsError, UnsafeOutputError
 from vocabshift.eval import EvalConfig, evaluate_model
@@ -19,17 +18,6 @@ from vocabshift.eval.corpora import FORGETTING_NAME, default_corpus_name, parse_
 from vocabshift.eval.lm_eval_task import task_names, write_lm_eval_task
 
 FAST = {"speed_words": 30, "speed_repeats": 1, "neighbours": 0, "device": "cpu", "bootstrap": 200}
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory, roberta_source) -> Path:
-    return pico_model("llama_untied", roberta_source, tmp_path_factory.mktemp("llama") / "m")
-
-
-@pytest.fixture(scope="module")
-def llama_other(tmp_path_factory, llama2_source) -> Path:
-    """Another tokenizer family: the 'adapted' model of these tests."""
-    return pico_model("llama_untied", llama2_source, tmp_path_factory.mktemp("llama_spm") / "m")
 
 
 @pytest.fixture(scope="module")

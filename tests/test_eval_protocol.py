@@ -43,19 +43,8 @@ CONTEXT_STARTS = {
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory, roberta_source) -> Path:
-    return pico_model("llama_untied", roberta_source, tmp_path_factory.mktemp("llama") / "m")
-
-
-@pytest.fixture(scope="module")
 def gpt2(tmp_path_factory, roberta_source) -> Path:
     return pico_model("gpt2", roberta_source, tmp_path_factory.mktemp("gpt2") / "m")
-
-
-@pytest.fixture(scope="module")
-def llama_other_tokenizer(tmp_path_factory, llama2_source) -> Path:
-    """A causal model with a different tokenizer family (SentencePiece BPE with byte fallback)."""
-    return pico_model("llama_untied", llama2_source, tmp_path_factory.mktemp("llama_spm") / "m")
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +129,9 @@ def test_word_count_is_lm_evals():
 # -- same bytes --------------------------------------------------------------------------------------------
 
 
-def test_same_bytes_for_models_with_different_tokenizers(tmp_path, llama, llama_other_tokenizer, spanish):
+def test_same_bytes_for_models_with_different_tokenizers(tmp_path, llama, llama_other, spanish):
     out = tmp_path / "report"
-    result = evaluate_model(EvalConfig(model=str(llama_other_tokenizer), baseline=str(llama),
+    result = evaluate_model(EvalConfig(model=str(llama_other), baseline=str(llama),
                                        corpus=corpus_from_paths(spanish), max_documents=15, speed_words=50,
                                        speed_repeats=1, neighbours=0, device="cpu", bootstrap=200, out=str(out)))
     old, new = result.lm["old"], result.lm["new"]

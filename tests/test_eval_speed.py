@@ -6,7 +6,6 @@ No test asserts a wall-clock time: timings are synthetic, or only checked for sh
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -109,11 +108,6 @@ def test_speedup_range_from_quartiles_on_synthetic_runs():
 # -- measures on pico models -----------------------------------------------------------------------------------
 
 FAST = RepeatRule(warmup=1, min_repeats=2, max_repeats=3, max_seconds=5.0)
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory, roberta_source) -> Path:
-    return pico_model("llama", roberta_source, tmp_path_factory.mktemp("speed") / "llama")
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,15 @@ def world(tmp_path_factory, roberta_source) -> dict[str, Path]:
     return {"root": root, "model": model, "text": text, "run": run}
 
 
+def write_recipe(folder: Path, source: Path, text: Path) -> Path:
+    """The smallest valid adapt recipe: ``source`` adapted to Spanish ``text``, mean init."""
+    recipe = folder / "r.yaml"
+    recipe.write_text(json.dumps({"name": "x", "source": str(source),
+                                  "languages": [{"code": "spa", "corpus": [str(text)]}],
+                                  "init": {"method": "mean"}}))
+    return recipe
+
+
 @pytest.fixture()
 def victim(world, tmp_path) -> Path:
     """A private copy of the model: the input that must survive."""
@@ -120,6 +129,18 @@ def test_corpus_inside_the_output_is_refused(capsys, world, tmp_path):
     assert code == 1 and "the output is the input given as --corpus" in err
 
 
+def test_eval_report_into_the_folder_of_a_named_corpus_is_refused(capsys, world, tmp_path):
+    folder = tmp_path / "udhr"
+    folder.mkdir()
+    corpus = folder / "udhr.txt"
+    corpus.write_text(world["text"].read_text(encoding="utf-8"), encoding="utf-8")
+    before = snapshot(folder)
+    code, _, err = run_cli(capsys, "eval", "--model", world["model"], "--corpus", world["text"], "--corpus",
+                           f"udhr={corpus}", "--out", folder, "--force")
+    assert code == 1 and "the output contains the input given as --extra-corpora" in err, err
+    assert snapshot(folder) == before
+
+
 def test_vectors_align_into_the_folder_of_its_vectors_is_refused(capsys, tmp_path):
     folder = tmp_path / "vecs"
     folder.mkdir()
@@ -141,10 +162,7 @@ def test_export_over_the_run_or_its_model_is_refused(capsys, world, tmp_path):
 
 
 def test_adapt_into_a_folder_holding_its_source_model_is_refused(capsys, world, victim, tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(json.dumps({"name": "x", "source": str(victim),
-                                  "languages": [{"code": "spa", "corpus": [str(world["text"])]}],
-                                  "init": {"method": "mean"}}))
+    recipe = write_recipe(tmp_path, victim, world["text"])
     before = snapshot(victim)
     for out in (victim.parent, victim):
         code, _, err = run_cli(capsys, "adapt", recipe, "--out", out)
@@ -200,10 +218,7 @@ def test_second_run_into_a_training_run_directory_is_refused(capsys, world, tmp_
 
 
 def test_adapt_run_directory_is_locked_and_a_foreign_folder_refused(capsys, world, tmp_path, holder):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(json.dumps({"name": "x", "source": str(world["model"]),
-                                  "languages": [{"code": "spa", "corpus": [str(world["text"])]}],
-                                  "init": {"method": "mean"}}))
+    recipe = write_recipe(tmp_path, world["model"], world["text"])
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "run.json").write_text('{"my": "notes"}')
@@ -374,10 +389,7 @@ def test_disk_full_in_the_fasttext_child_is_one_line(capsys, world, tmp_path, mo
 def test_disk_full_in_adapt_is_one_line(capsys, world, tmp_path, monkeypatch):
     import vocabshift.pipeline as pipeline
 
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(json.dumps({"name": "x", "source": str(world["model"]),
-                                  "languages": [{"code": "spa", "corpus": [str(world["text"])]}],
-                                  "init": {"method": "mean"}}))
+    recipe = write_recipe(tmp_path, world["model"], world["text"])
     run_dir = tmp_path / "run"
     monkeypatch.setattr(pipeline, "write_text_atomic", _enospc(str(run_dir / "run.json")))
     code, _, err = run_cli(capsys, "adapt", recipe, "--out", run_dir)
