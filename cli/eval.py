@@ -54,7 +54,7 @@ def eval(  # noqa: A001  (the subcommand is called eval)
     protocol: str = typer.Option("document", "--protocol", help=_h("protocol")),
     seq_len: int = typer.Option(None, "--seq-len", help=_h("seq_len")),
     stride: int = typer.Option(None, "--stride", help=_h("stride")),
-    max_documents: int = typer.Option(1000, "--max-documents", help=_h("max_documents")),
+    max_documents: int = typer.Option(None, "--max-documents", help=_h("max_documents")),
     max_sequences: int = typer.Option(64, "--max-sequences", help=_h("max_sequences")),
     bootstrap: int = typer.Option(1000, "--bootstrap", help=_h("bootstrap")),
     batch_size: int = typer.Option(8, "--batch-size", help=_h("batch_size")),

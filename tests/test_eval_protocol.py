@@ -150,6 +150,21 @@ def test_same_bytes_for_models_with_different_tokenizers(tmp_path, llama, llama_
     assert result.comparison.verdict in report
 
 
+def test_every_document_is_scored_by_default(tmp_path, llama):
+    """No --max-documents: every held-out document is read and scored, not a fixed count."""
+    lines = udhr_lines("spa")[:37]
+    corpus = tmp_path / "held.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = EvalConfig(model=str(llama), baseline=str(llama), corpus=corpus_from_paths(corpus), speed_words=20,
+                        speed_repeats=1, speed_max_seconds=1, neighbours=0, device="cpu", bootstrap=0)
+    assert config.max_documents is None
+    result = evaluate_model(config)
+    assert result.lm["new"].documents == result.lm["old"].documents == len(lines)
+    assert result.lm["new"].bytes == sum(len(line.encode("utf-8")) for line in lines)
+    with pytest.raises(ConfigError, match="max_documents"):
+        EvalConfig(model=str(llama), corpus=corpus_from_paths(corpus), max_documents=0)
+
+
 def test_cli_protocol_stride_and_bootstrap(capsys, tmp_path, llama, spanish):
     code, stdout, err = run_cli(capsys, "eval", "--model", llama, "--baseline", llama, "--corpus", spanish, "--json",
                                 "--max-documents", 8, "--seq-len", 16, "--stride", 8, "--bootstrap", 100,

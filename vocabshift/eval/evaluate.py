@@ -103,9 +103,9 @@ class EvalConfig(ConfigMixin):
         "help": "document protocol: tokens newly predicted by each window after the first of a long document, "
                 "1 to the window; the rest of the window is context (default: the window, i.e. disjoint "
                 "windows as lm-evaluation-harness uses)."})
-    max_documents: int = field(default=1000, metadata={
-        "help": "Documents read from the start of the corpus for every measure; the document protocol "
-                "scores all of them."})
+    max_documents: int | None = field(default=None, metadata={
+        "help": "Cap on the documents read from the start of each corpus for every measure (default: all "
+                "of them); the document protocol scores every document read."})
     max_sequences: int = field(default=64, metadata={
         "help": "packed protocol: at most this many seq_len sequences of held-out text are scored."})
     bootstrap: int = field(default=1000, metadata={
@@ -159,7 +159,9 @@ class EvalConfig(ConfigMixin):
             _check_int("stride", self.stride, 1)
             if self.seq_len is not None:
                 check_window(self.seq_len, self.stride)
-        for name, minimum in (("max_documents", 1), ("max_sequences", 1), ("batch_size", 1), ("speed_words", 1),
+        if self.max_documents is not None:
+            _check_int("max_documents", self.max_documents, 1)
+        for name, minimum in (("max_sequences", 1), ("batch_size", 1), ("speed_words", 1),
                               ("speed_warmup", 0), ("speed_repeats", 1), ("speed_max_repeats", 1),
                               ("speed_new_tokens", 2), ("neighbours", 0), ("neighbours_k", 1),
                               ("seed", 0), ("bootstrap", 0)):
@@ -483,7 +485,9 @@ def _lm(config: EvalConfig, model: Any, tokenizer: Any, objective: str | None, s
         return result
     if config.protocol == "document":
         notes.append(f"{role} model: a masked LM is scored with the packed protocol (a pseudo loss), not per document")
-    return lm_loss(model, tokenizer, corpus or config.corpus, seq_len=seq_len, max_documents=config.max_documents,
+    # packed: the same documents as were read (all of them unless capped)
+    max_documents = config.max_documents if config.max_documents is not None else max(1, len(documents))
+    return lm_loss(model, tokenizer, corpus or config.corpus, seq_len=seq_len, max_documents=max_documents,
                    max_sequences=config.max_sequences, batch_size=config.batch_size, objective=objective,
                    mlm_probability=config.mlm_probability, seed=config.seed, device=device)
 
@@ -628,8 +632,8 @@ def _check_lm_eval_task_dir(config: EvalConfig) -> None:
     refuse_overlap(config.lm_eval_task, inputs)
 
 
-def _read_documents(corpus: CorpusConfig, max_documents: int, name: str, main: bool) -> list[str]:
-    """The first ``max_documents`` documents of one corpus; the error of an empty one names the corpus."""
+def _read_documents(corpus: CorpusConfig, max_documents: int | None, name: str, main: bool) -> list[str]:
+    """The first ``max_documents`` documents of one corpus (all when None); the error of an empty one names the corpus."""
     stream = iter_corpus(corpus)
     try:
         documents = list(islice(stream, max_documents))
