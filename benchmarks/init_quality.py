@@ -5,7 +5,8 @@
 
 SmolLM2-135M (byte-level BPE, 49,152 tokens, tied embeddings) gets the 32,000-token Spanish tokenizer of
 ``benchmarks/_inputs.py`` through ``vocabshift.init.apply.init_model`` with each registered method
-(random, mean, fvt, wechsel, focus, ofa, factorized; their default options), on the same inputs as
+(random, mean, fvt, wechsel, focus, ofa, factorized, omp, distill; their default options; distill reads
+the Spanish training verses), on the same inputs as
 ``init_speed.py`` (fastText vectors trained on the two Bibles, FreeDict eng-spa, the Spanish training
 verses for FOCUS's token-level vectors). The PyPI packages ``wechsel`` 0.0.4 and ``deepfocus`` 1.0.1 run on
 the same files in their own venv; their rows replace the embedding matrix of the same model (tied, so
@@ -64,7 +65,7 @@ DOC_HEADER = (
     "Numbers measured by the scripts in `benchmarks/` (see `benchmarks/README.md` for what each one\n"
     "measures and how to run it). Each script rewrites only its own section, between its markers.\n"
 )
-METHODS = ("random", "mean", "fvt", "wechsel", "focus", "ofa", "factorized")
+METHODS = ("random", "mean", "fvt", "wechsel", "focus", "ofa", "factorized", "omp", "distill")
 PACKAGES = ("wechsel-package", "deepfocus-package")
 # vocabshift's wechsel with one thing changed, to tell where a gap to the package comes from
 VARIANTS = {

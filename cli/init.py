@@ -50,6 +50,7 @@ def init(
     alignment: str = typer.Option(None, "--alignment", help=field_help(_C, "alignment")),
     corpus: list[str] = typer.Option(None, "--corpus", help=field_help(_C, "corpus") + " Several paths may follow."),
     more_corpus: list[str] = typer.Argument(None, hidden=True, help="More --corpus paths."),
+    skip_documents: int = typer.Option(0, "--skip-documents", help=field_help(_C, "skip_documents")),
     option: list[str] = typer.Option(None, "--option", "-o", help="A method option as key=value (repeatable), "
                                      "e.g. -o top_k=10 -o temperature=0.1; see --list."),
     copy_overlap: bool = typer.Option(None, "--copy-overlap/--no-copy-overlap", help=field_help(_C, "copy_overlap")),
@@ -62,7 +63,8 @@ def init(
     force: bool = typer.Option(False, "--force", help=field_help(_C, "force")),
     list_methods: bool = typer.Option(False, "--list", help="List the init methods and their options, then exit."),
 ) -> None:
-    """Give a model the target vocabulary, new rows from WECHSEL, FOCUS, OFA, FVT, factorized, mean or random."""
+    """Give a model the target vocabulary, new rows from distill (AweDist), OMP, WECHSEL, FOCUS, OFA, FVT,
+    factorized, mean or random."""
     if list_methods:
         _list_methods()
         return
@@ -74,7 +76,7 @@ def init(
     paths = list(corpus or []) + list(more_corpus or [])
     cfg = InitConfig(method=method, model=model, out=str(out), tokenizer=tokenizer, source_vectors=source_vectors,
                      target_vectors=target_vectors, dictionary=dictionary, aligned=aligned, alignment=alignment,
-                     corpus=corpus_config(paths) if paths else None, options=_parse_options(list(option or [])),
+                     corpus=corpus_config(paths) if paths else None, skip_documents=skip_documents, options=_parse_options(list(option or [])),
                      copy_overlap=copy_overlap, pad_to_multiple_of=pad_to_multiple_of, seed=seed, device=device,
                      chunk_size=chunk_size, threads=threads, in_memory=in_memory, force=force)
     result = init_model(cfg)

@@ -36,7 +36,8 @@ from vocabshift.init._common import column_stats, truncated_svd
 from vocabshift.init.focus import sparsemax_topk
 from vocabshift.surgery.factorized import FactorizedEmbedding
 
-ALL = ["factorized", "focus", "fvt", "mean", "ofa", "random", "wechsel"]
+ALL = ["factorized", "focus", "fvt", "mean", "ofa", "omp", "random", "wechsel"]  # pure functions of arrays
+MODEL_AWARE = ["distill"]  # need the source model (tests/test_init_distill.py)
 T_3_1 = 1 / math.log(3)  # softmax([1, 0] / T) = [3/4, 1/4]
 
 # Source vocabulary: 5 tokens, d = 2. Column means 0.8, population std sqrt(0.56).
@@ -87,11 +88,13 @@ def _random_inputs(seed: int = 0, v_s: int = 40, v_t: int = 30, d: int = 6, k: i
 
 def test_registry_lists_every_method_with_its_paper_and_copy_policy():
     methods = {m.name: m for m in list_init_methods()}
-    assert sorted(methods) == ALL
+    assert sorted(methods) == sorted(ALL + MODEL_AWARE)
     assert {n: m.copy_overlap for n, m in methods.items()} == {
-        "factorized": True, "focus": True, "fvt": True, "mean": False, "ofa": True, "random": False,
-        "wechsel": False,
+        "distill": True, "factorized": True, "focus": True, "fvt": True, "mean": False, "ofa": True, "omp": True,
+        "random": False, "wechsel": False,
     }
+    assert methods["omp"].requires == {"aligned_token_vectors"}
+    assert methods["distill"].requires == {"decompositions", "teacher"}
     assert methods["wechsel"].requires == {"aligned_token_vectors"}
     assert methods["ofa"].requires == {"aligned_token_vectors"}
     assert methods["focus"].requires == {"target_token_vectors"}
@@ -551,7 +554,7 @@ def test_every_method_copies_exactly_is_seeded_and_ignores_chunk_size(name):
     assert sum(small.info["counts"].values()) == inputs.n_target
 
 
-@pytest.mark.parametrize("name", ["wechsel", "focus", "ofa"])
+@pytest.mark.parametrize("name", ["wechsel", "focus", "ofa", "omp"])
 def test_vector_methods_fall_back_exactly_where_the_mask_is_false(name):
     inputs = _random_inputs()
     result = run_init_method(name, inputs)

@@ -235,3 +235,15 @@ def test_embedded_default_recipe_reduced_end_to_end(tmp_path):
     assert "| udhr | new (model) |" in report and "| source language (forgetting) | new − old (paired) |" in report
     task = tmp_path / "demo" / "report" / "lm-eval-task"
     assert len((task / "udhr.jsonl").read_text(encoding="utf-8").splitlines()) == corpora[1]["documents"]
+
+
+def test_distill_in_a_recipe_reads_the_target_text_but_not_the_held_out_documents(pico_source, texts, tmp_path):
+    recipe = _recipe(pico_source, texts, init={"method": "distill", "options": {"max_contexts": 8,
+                                                                                 "context_length": 16}},
+                     training=None, eval=None)
+    result = adapt(recipe, tmp_path / "run")
+    assert "vectors" not in " ".join(result.ran)  # distill needs no static vectors
+    report = json.loads((result.stages["init"] / "init_report.json").read_text())
+    assert report["method"] == "distill" and report["config"]["skip_documents"] == 40
+    teacher = report["teacher"]
+    assert teacher["documents_skipped"] == 40 and teacher["windows"] == 8 and teacher["causal"]

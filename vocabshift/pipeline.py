@@ -152,7 +152,8 @@ class VectorsSection(ConfigMixin):
 class InitSection(ConfigMixin):
     """Stage 3: the embedding initialization method."""
 
-    method: str = field(default="wechsel", metadata={"help": "random, mean, fvt, wechsel, focus, ofa, factorized."})
+    method: str = field(default="wechsel", metadata={
+        "help": "random, mean, fvt, wechsel, focus, ofa, factorized, omp, distill (see `vocabshift init --list`)."})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "The method's own options."})
     copy_overlap: bool | None = field(default=None, metadata={
         "help": "Copy rows of tokens shared with the source vocabulary (default: what the method's paper does)."})
@@ -556,12 +557,13 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
         up_voc = up_tok
 
     # vectors (wechsel, ofa): source and target fastText, aligned
+    from vocabshift.init.base import REQUIRES_ALIGNED, REQUIRES_TARGET_TOKEN, REQUIRES_TEACHER
     from vocabshift.init.registry import get_init_method
 
     method = get_init_method(config.init.method)
     alignment_dir: Path | None = None
     up_vec: list[StagePlan] = []
-    if voc.mode != "prune" and "aligned_token_vectors" in method.requires:
+    if voc.mode != "prune" and REQUIRES_ALIGNED in method.requires:
         vec_paths: dict[str, Path] = {}
         for side in ("source", "target"):
             spec: VectorSideConfig = getattr(config.vectors, side)
@@ -621,11 +623,13 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
             kwargs: dict[str, Any] = {}
             if alignment_dir is not None:
                 kwargs["alignment"] = str(alignment_dir)
-            elif "aligned_token_vectors" in method.requires:
+            elif REQUIRES_ALIGNED in method.requires:
                 kwargs.update(source_vectors=str(vec_paths["source"]), target_vectors=str(vec_paths["target"]),
                               aligned=True)
-            if "target_token_vectors" in method.requires:
+            if REQUIRES_TARGET_TOKEN in method.requires:
                 kwargs["corpus"] = _target_corpus(config)
+            if REQUIRES_TEACHER in method.requires:  # the source model on target text, held-out documents left out
+                kwargs.update(corpus=_target_corpus(config), skip_documents=config.eval_documents)
             result = init_model(InitConfig(method=init_opts.method, model=str(init_model_dir),
                                            tokenizer=str(init_tokenizer) if init_tokenizer else None, out=str(out),
                                            options=dict(init_opts.options), copy_overlap=init_opts.copy_overlap,
@@ -635,7 +639,7 @@ def plan_stages(config: AdaptConfig, run_dir: Path, resume: bool = False) -> lis
             return {"method": r["method"], "mode": r["mode"], "shared_tokens": r["shared_tokens"],
                     "rows": r["matrices"]["input_embeddings"]["counts"], "seconds": r["seconds"]}
 
-        init_inputs = target_files if "target_token_vectors" in method.requires else []
+        init_inputs = target_files if method.requires & {REQUIRES_TARGET_TOKEN, REQUIRES_TEACHER} else []
         init_stage = add("init", {"init": init_opts, "mode": voc.mode}, init_inputs, up_voc + up_vec, run_init)
         init_dir = init_stage.output
         final_stage = init_stage

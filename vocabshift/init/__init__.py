@@ -5,7 +5,7 @@ all here, explicitly, is what makes the registry complete. Add a method by addin
 import line. The contract (inputs, result, origin codes) is in :mod:`vocabshift.init.base`.
 """
 
-from vocabshift.init import factorized, focus, fvt, mean, ofa, random, wechsel  # noqa: F401  (registration)
+from vocabshift.init import distill, factorized, focus, fvt, mean, ofa, omp, random, wechsel  # noqa: F401  (registration)
 from vocabshift.init.base import (
     COMPUTED,
     COPIED,
@@ -15,14 +15,18 @@ from vocabshift.init.base import (
     REQUIRES_DECOMPOSITIONS,
     REQUIRES_SHARED,
     REQUIRES_TARGET_TOKEN,
+    REQUIRES_TEACHER,
     InitInputs,
     InitResult,
+    Teacher,
 )
+from vocabshift.init.distill import DistillConfig
 from vocabshift.init.factorized import FactorizedConfig
 from vocabshift.init.focus import FocusConfig, sparsemax
 from vocabshift.init.fvt import FVTConfig
 from vocabshift.init.mean import MeanConfig
 from vocabshift.init.ofa import OFAConfig
+from vocabshift.init.omp import OMPConfig
 from vocabshift.init.random import RandomConfig
 from vocabshift.init.registry import (
     REGISTERED_INIT_METHODS,
@@ -44,6 +48,8 @@ __all__ = [
     "REQUIRES_DECOMPOSITIONS",
     "REQUIRES_SHARED",
     "REQUIRES_TARGET_TOKEN",
+    "REQUIRES_TEACHER",
+    "DistillConfig",
     "FVTConfig",
     "FactorizedConfig",
     "FocusConfig",
@@ -52,7 +58,9 @@ __all__ = [
     "InitResult",
     "MeanConfig",
     "OFAConfig",
+    "OMPConfig",
     "RandomConfig",
+    "Teacher",
     "WechselConfig",
     "get_init_method",
     "list_init_methods",

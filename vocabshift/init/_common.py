@@ -27,6 +27,7 @@ from vocabshift.init.base import (
     REQUIRES_DECOMPOSITIONS,
     REQUIRES_SHARED,
     REQUIRES_TARGET_TOKEN,
+    REQUIRES_TEACHER,
     InitInputs,
 )
 
@@ -60,6 +61,7 @@ _REQUIRED_FIELDS = {
     REQUIRES_TARGET_TOKEN: ("target_token_vectors",),
     REQUIRES_DECOMPOSITIONS: ("decompositions",),
     REQUIRES_SHARED: ("shared",),
+    REQUIRES_TEACHER: ("teacher",),
 }
 
 

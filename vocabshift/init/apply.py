@@ -35,8 +35,10 @@ from vocabshift.init.base import (
     REQUIRES_ALIGNED,
     REQUIRES_DECOMPOSITIONS,
     REQUIRES_TARGET_TOKEN,
+    REQUIRES_TEACHER,
     InitInputs,
     InitResult,
+    Teacher,
 )
 from vocabshift.outputs import atomic_output_dir, check_output_path, writes_output
 from vocabshift.tokenization.source import copy_tokenizer_files
@@ -54,7 +56,8 @@ _SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token
 class InitConfig(ConfigMixin):
     """Initialize the embeddings of a target vocabulary with one method (``vocabshift init``)."""
 
-    method: str = field(metadata={"help": "Init method: random, mean, fvt, wechsel, focus, ofa, factorized."})
+    method: str = field(metadata={
+        "help": "Init method: random, mean, fvt, wechsel, focus, ofa, factorized, omp, distill (see --list)."})
     model: str = field(metadata={
         "help": "Source model directory, or the output of `vocabshift prune`/`extend` (its id_map.json says "
                 "which rows are kept and which are new)."})
@@ -73,7 +76,10 @@ class InitConfig(ConfigMixin):
     alignment: str | None = field(default=None, metadata={
         "help": "Output directory of `vocabshift vectors align` (its W.npy and vector files are used)."})
     corpus: CorpusConfig | None = field(default=None, metadata={
-        "help": "focus: target-language text, tokenized by the target tokenizer to train token-level fastText."})
+        "help": "Target-language text: distill runs the source model on windows of it; focus trains "
+                "token-level fastText on it."})
+    skip_documents: int = field(default=0, metadata={
+        "help": "distill: documents at the start of the corpus it does not read (adapt's held-out split)."})
     options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "The method's own options (see `vocabshift init --list`), e.g. {top_k: 10, temperature: 0.1}."})
     copy_overlap: bool | None = field(default=None, metadata={
@@ -99,6 +105,8 @@ class InitConfig(ConfigMixin):
                               "`vocabshift vectors align` directory), not both")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be positive, got {self.chunk_size}")
+        if isinstance(self.skip_documents, bool) or not isinstance(self.skip_documents, int) or self.skip_documents < 0:
+            raise ConfigError(f"skip_documents must be a whole number >= 0, got {self.skip_documents!r}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
@@ -405,6 +413,33 @@ def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: d
     return kw
 
 
+def _teacher(config: InitConfig, model: Any, plan: _Plan, method_config: Any, copy: Any, output: Any,
+             device: Any, report: dict[str, Any]) -> Teacher:
+    """The source model and windows of target text for a model-aware method (``distill``)."""
+    from vocabshift.init.contexts import require_corpus, target_windows, teacher_for
+    from vocabshift.train.data import resolve_objective
+
+    corpus = require_corpus(config.method, config.corpus)
+    try:
+        causal = resolve_objective(model, "auto") == "clm"
+    except ConfigError:  # a base model without an LM head: its body is all distill uses
+        causal = bool(getattr(model.config, "is_decoder", False))
+    windows, stats = target_windows(plan.target_hf, corpus, copy < 0, length=method_config.context_length,
+                                    per_token=method_config.contexts_per_token,
+                                    max_windows=method_config.max_contexts, skip_documents=config.skip_documents)
+    if windows.shape[0] == 0:
+        raise InitError(f"{config.method}: no window of the corpus shows any of the "
+                        f"{int((copy < 0).sum())} new tokens", path=corpus.sources[0].paths[0] if corpus.sources else None,
+                        hint="give target-language text the new tokens occur in")
+    # Windows start after the token a document is predicted from (bos, else eos; an encoder's cls).
+    roles = ("bos_token_id", "eos_token_id") if causal else ("cls_token_id", "bos_token_id")
+    compact = {row: k for k, row in enumerate(plan.source_rows)}
+    prefix = next((compact.get(v, -1) for v in (getattr(plan.source_hf, r, None) for r in roles)
+                   if isinstance(v, int)), -1)
+    report["teacher"] = {**stats, "causal": causal, "prefix": prefix, "device": str(device)}
+    return teacher_for(model, windows, prefix=prefix, causal=causal, output_embeddings=output, device=device)
+
+
 def _bias_rows(bias: Any, n_new: int, source_rows: list[int]) -> Any:
     """MLM output bias for the computed rows: the mean over the source tokens (copied rows keep theirs)."""
     import torch
@@ -437,10 +472,16 @@ def init_model(config: InitConfig) -> InitOutput:
     copy_overlap = method.copy_overlap if config.copy_overlap is None else config.copy_overlap
     device = _device(config.device)
     t_start = time.perf_counter()
+    needs_teacher = REQUIRES_TEACHER in method.requires
+    if needs_teacher:  # before any weights load
+        from vocabshift.init.contexts import require_corpus
+
+        require_corpus(method.name, config.corpus)
 
     # Lean: plan on a meta-device model, read only the vocabulary-sized tensors, stream the rest at the end.
     # A 7B bf16 checkpoint then needs memory for its embedding matrices, not 28 GB of fp32 weights.
-    lean = not config.in_memory and can_stream(config.model)
+    # A model-aware method runs the whole model, so it loads it.
+    lean = not config.in_memory and not needs_teacher and can_stream(config.model)
     model = meta_model(Path(config.model)) if lean else load_model(config.model)
     layout = locate(model, allow_meta=lean)
     if lean:
@@ -462,6 +503,10 @@ def init_model(config: InitConfig) -> InitOutput:
     rows_t = torch.tensor(plan.source_rows, dtype=torch.long)
     copy_t = kw["copy"]
     compute_mask = copy_t < 0
+    untied = layout.output_weight is not None and not layout.tied
+    if needs_teacher:
+        output = tensors[layout.output_weight].detach()[rows_t].float() if untied else None
+        kw["teacher"] = _teacher(config, model, plan, method_config, copy_t, output, device, report)
 
     def run(matrix: torch.Tensor, what: str) -> InitResult:
         inputs = InitInputs(source_embeddings=matrix.detach()[rows_t].float(), seed=config.seed, device=device,
@@ -477,9 +522,12 @@ def init_model(config: InitConfig) -> InitOutput:
     result_in = run(in_weight, "input_embeddings")
     new_rows = result_in.rows[compute_mask].to(in_weight.dtype)
     new_output_rows = None
-    if layout.output_weight is not None and not layout.tied:
+    if untied:
         out_weight = tensors[layout.output_weight]
-        new_output_rows = run(out_weight, "lm_head").rows[compute_mask].to(out_weight.dtype)
+        out_rows = result_in.output_rows if result_in.output_rows is not None else run(out_weight, "lm_head").rows
+        new_output_rows = out_rows[compute_mask].to(out_weight.dtype)
+    if needs_teacher:
+        model.to("cpu")
     new_bias = None
     if layout.output_bias is not None:
         new_bias = _bias_rows(tensors[layout.output_bias], int(compute_mask.sum()), plan.source_rows)

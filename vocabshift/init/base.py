@@ -8,6 +8,7 @@ and writes the rows into the model with :func:`vocabshift.surgery.resize.remap_v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,25 @@ REQUIRES_ALIGNED = "aligned_token_vectors"  # source_ and target_token_vectors i
 REQUIRES_TARGET_TOKEN = "target_token_vectors"  # target_token_vectors only, any space (FOCUS: token-level fastText)
 REQUIRES_DECOMPOSITIONS = "decompositions"  # source-tokenizer splits of target tokens (FVT)
 REQUIRES_SHARED = "shared"  # lexical overlap: target token -> source id with the same surface form
+REQUIRES_TEACHER = "teacher"  # the source model's body and windows of target text (distill)
+
+
+@dataclass
+class Teacher:
+    """The source model, seen through its embedding input, and target text to run it on (``distill``).
+
+    The one input that is not a plain array: model-aware methods learn rows from what the source model
+    computes. ``body`` takes input embeddings (rows of ``InitInputs.source_embeddings`` or learned
+    ones) and returns the last hidden states (after the final norm, before the LM head), so a method
+    never needs the model's own row numbering.
+    """
+
+    body: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (embeds [B, L, d], mask [B, L]) -> [B, L, d]
+    contexts: torch.Tensor  # [N, L] long: windows of target text as target ids, -1 = padding at the end
+    prefix: int = -1  # compact source id in front of every window (bos, else eos), -1 = none
+    causal: bool = True  # a causal LM (next-token loss possible); False: an encoder
+    output_embeddings: torch.Tensor | None = None  # [V_s, d] untied LM head rows (compact); None: tied head
+    dtype: torch.dtype = torch.float32  # autocast dtype of the body's forward passes (bfloat16 on CUDA)
 
 
 @dataclass
@@ -38,6 +58,7 @@ class InitInputs:
     target_token_vectors: torch.Tensor | None = None  # [V_t, k] target tokens in the static space
     target_vector_mask: torch.Tensor | None = None  # [V_t] bool
     decompositions: list[list[int]] | None = None  # [V_t] source ids of the source tokenizer's split of each surface form
+    teacher: Teacher | None = None  # the source model and target text (REQUIRES_TEACHER)
     seed: int = 0
     device: str | torch.device = "cpu"
     chunk_size: int = 4096  # rows per chunk in similarity products: bounds memory at chunk_size x V
@@ -55,6 +76,9 @@ class InitResult:
     origin: torch.Tensor  # [V_t] int8, codes COPIED / COMPUTED / FALLBACK
     info: dict[str, Any] = field(default_factory=dict)  # counts per origin + method-specific statistics
     factorized: Any = None  # vocabshift.surgery.factorized.FactorizedEmbedding for ofa / factorized, else None
+    # [V_t, d] rows for an untied LM head, when the method computes both matrices in one run (distill);
+    # None: the glue runs the method again on the head's matrix.
+    output_rows: torch.Tensor | None = None
 
     def counts(self) -> dict[str, int]:
         """How many rows came from where, by name."""

@@ -29,13 +29,15 @@ from vocabshift.init.base import (
     REQUIRES_DECOMPOSITIONS,
     REQUIRES_SHARED,
     REQUIRES_TARGET_TOKEN,
+    REQUIRES_TEACHER,
     InitInputs,
     InitResult,
 )
 
 log = logging.getLogger(__name__)
 
-KNOWN_REQUIRES = frozenset({REQUIRES_ALIGNED, REQUIRES_TARGET_TOKEN, REQUIRES_DECOMPOSITIONS, REQUIRES_SHARED})
+KNOWN_REQUIRES = frozenset({REQUIRES_ALIGNED, REQUIRES_TARGET_TOKEN, REQUIRES_DECOMPOSITIONS, REQUIRES_SHARED,
+                            REQUIRES_TEACHER})
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 F = TypeVar("F", bound=Callable[..., InitResult])

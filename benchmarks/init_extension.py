@@ -1,0 +1,153 @@
+"""Benchmark: SmolLM2-135M extended with Spanish tokens (English protected), every init method at step 0.
+
+    python benchmarks/init_extension.py                                  # default methods, updates docs
+    python benchmarks/init_extension.py --methods fvt,distill --no-write  # a quick look
+    python benchmarks/init_extension.py --methods distill --options '{"distill": {"ce_weight": 1}}' --label ce
+
+The extension case of issue 14: ``vocabshift extend`` adds the tokens of a Spanish byte-level BPE
+(``--vocab`` tokens, trained on the Spanish training verses, ``benchmarks/_inputs.py``) that SmolLM2 lacks,
+leaving out every new token that would change how the English training verses tokenize
+(``protect_corpus``); ``vocabshift init`` then gives the new rows with each method. SmolLM2's head is
+tied, so a new row is also the token's output row.
+
+Each model is scored per document (lm-evaluation-harness's ``loglikelihood_rolling``,
+:func:`vocabshift.eval.lm.score_documents`) on text that trained neither the tokenizer nor any init:
+the first ``--eval-docs`` held-out Spanish Bible verses (in domain), Spanish UDHR paragraphs (out of
+domain), and the first ``--eval-docs`` held-out English Bible verses (the source language: new output
+rows must not take probability from English). The source model with its own tokenizer is the
+reference row; the goals are Spanish <= 1.02x and English <= 1.005x the source's bits per byte.
+``distill`` reads its windows from the Spanish training verses only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _inputs  # noqa: E402
+from _docsection import write_section  # noqa: E402
+
+CACHE = _inputs.CACHE / "extension"
+DOC = ROOT / "docs" / "benchmarks.md"
+MARK_START = "<!-- init_extension:start -->"
+MARK_END = "<!-- init_extension:end -->"
+DEFAULT_METHODS = ("mean", "fvt", "distill")
+
+
+def eval_documents(n: int) -> dict[str, list[str]]:
+    """Held-out Spanish and English verses (the last 5% of each Bible) and Spanish UDHR paragraphs."""
+    from vocabshift.data import sample_path
+
+    facts = _inputs.texts()
+    spa = Path(facts["spa_heldout_path"]).read_text(encoding="utf-8").splitlines()
+    eng_all = _inputs._bible_lines("eng")
+    eng = eng_all[len(eng_all) - int(round(_inputs.HELD_OUT * len(eng_all))):]
+    udhr = [p for p in sample_path("udhr.spa.txt").read_text(encoding="utf-8").splitlines() if p.strip()]
+    return {"bible-spa": spa[:n], "udhr-spa": udhr, "bible-eng": eng[:n]}
+
+
+def score(model_dir: Path, docs: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    import torch
+
+    from vocabshift.eval.lm import score_documents
+    from vocabshift.surgery.checkpoint import load_model
+    from vocabshift.tokenization.source import load_hf_tokenizer
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model, tok = load_model(model_dir), load_hf_tokenizer(model_dir)
+    out = {}
+    for name, documents in docs.items():
+        r = score_documents(model, tok, documents, window=512, batch_size=8)
+        out[name] = {"bpb": r.bits_per_byte, "tokens": r.predicted_tokens, "bytes": r.bytes}
+    return out
+
+
+def extended(vocab: int) -> Path:
+    """SmolLM2 + the Spanish tokenizer's new tokens, English training verses protected (cached)."""
+    from vocabshift.corpus import corpus_from_paths
+    from vocabshift.vocabulary import ExtendConfig, extend
+
+    out = CACHE / f"extended-{vocab}"
+    if (out / "id_map.json").exists():
+        return out
+    facts = _inputs.texts()
+    result = extend(ExtendConfig(model=str(_inputs.smollm2_dir()), tokenizer=str(_inputs.target_tokenizer(vocab)),
+                                 out=str(out), protect_corpus=corpus_from_paths([facts["eng_train_path"]]),
+                                 force=True))
+    print(f"extended: {sum(1 for i in result.id_map if i < 0):,} new tokens", flush=True)
+    return out
+
+
+def init(method: str, ext: Path, out: Path, options: dict[str, Any], device: str) -> dict[str, Any]:
+    from vocabshift.corpus import corpus_from_paths
+    from vocabshift.init.apply import InitConfig, init_model
+
+    facts = _inputs.texts()
+    t0 = time.perf_counter()
+    result = init_model(InitConfig(method=method, model=str(ext), out=str(out), options=options, device=device,
+                                   corpus=corpus_from_paths([facts["spa_train_path"]]), force=True))
+    report = result.report
+    return {"seconds": time.perf_counter() - t0, "info": report["matrices"]["input_embeddings"]["info"],
+            "teacher": report.get("teacher")}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    src = next(r for r in rows if r["label"] == "source")
+    names = list(src["scores"])
+    head = "| model | " + " | ".join(f"{n} bits/byte (x source)" for n in names) + " | tokens (bible-spa) | init s |"
+    lines = [head, "|" + "---|" * (len(names) + 3)]
+    for r in rows:
+        cells = []
+        for n in names:
+            bpb = r["scores"][n]["bpb"]
+            cells.append(f"{bpb:.3f} ({bpb / src['scores'][n]['bpb']:.3f}x)")
+        secs = f"{r['seconds']:.0f}" if r.get("seconds") else "—"
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['scores']['bible-spa']['tokens']:,} | {secs} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    p.add_argument("--options", default="{}", help="JSON: method -> options")
+    p.add_argument("--label", default="", help="suffix of the row labels (variants of one method)")
+    p.add_argument("--vocab", type=int, default=16_000)
+    p.add_argument("--eval-docs", type=int, default=200)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("vocabshift.surgery").setLevel(logging.WARNING)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    results_path = CACHE / f"results-{args.vocab}-{args.eval_docs}.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    docs = eval_documents(args.eval_docs)
+    if "source" not in results:
+        results["source"] = {"label": "source", "scores": score(_inputs.smollm2_dir(), docs)}
+    ext = extended(args.vocab)
+    options = json.loads(args.options)
+    for method in args.methods.split(","):
+        label = method + (f"-{args.label}" if args.label else "")
+        out = CACHE / f"init-{args.vocab}-{label}"
+        run = init(method, ext, out, options.get(method, {}), args.device)
+        results[label] = {"label": label, "scores": score(out, docs), "seconds": run["seconds"],
+                          "options": options.get(method, {}), "info": run["info"], "teacher": run["teacher"]}
+        results_path.write_text(json.dumps(results, indent=1))
+        print(table(list(results.values())), flush=True)
+    results_path.write_text(json.dumps(results, indent=1))
+    text = table(list(results.values()))
+    print(text)
+    if not args.no_write:
+        write_section(DOC, MARK_START, MARK_END, text)
+
+
+if __name__ == "__main__":
+    main()
