@@ -112,6 +112,42 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def doc_section(rows: list[dict[str, Any]], args: argparse.Namespace, n_new: int, docs: dict[str, list[str]]) -> str:
+    """The docs/benchmarks.md section: what was measured, the table, and the goals checked on the numbers."""
+    import datetime
+
+    src = next(r for r in rows if r["label"] == "source")["scores"]
+    methods = [r for r in rows if r["label"] != "source"]
+
+    def ratio(r: dict[str, Any], name: str) -> float:
+        return r["scores"][name]["bpb"] / src[name]["bpb"]
+
+    best = min(methods, key=lambda r: ratio(r, "bible-spa"))
+    fewer = 1 - best["scores"]["bible-spa"]["tokens"] / src["bible-spa"]["tokens"]
+    spa_ok, eng_ok = ratio(best, "bible-spa") <= 1.02, ratio(best, "bible-eng") <= 1.005
+    goal = (f"**Spanish {ratio(best, 'bible-spa'):.3f}x the source ({'met' if spa_ok else 'missed'}, goal <= 1.02x), "
+            f"English {ratio(best, 'bible-eng'):.3f}x ({'met' if eng_ok else 'missed'}, goal <= 1.005x), with "
+            f"{fewer:.0%} fewer Spanish tokens**, best row `{best['label']}`")
+    options = "\n".join(f"- `{r['label']}`: options {json.dumps(r.get('options') or {})}, "
+                         f"{(r.get('info') or {}).get('with_context', '—')} new tokens seen in "
+                         f"{(r.get('info') or {}).get('windows', '—')} windows" for r in methods
+                         if r["label"].startswith("distill"))
+    sizes = ", ".join(f"{name} {len(d)} documents ({src[name]['bytes']:,} bytes)" for name, d in docs.items())
+    return f"""## Init quality, extension: SmolLM2-135M + Spanish tokens, English protected (step 0)
+
+SmolLM2-135M (tied head) extended with the {n_new:,} tokens of a {args.vocab:,}-token Spanish byte-level BPE
+that it lacks and that leave the English training verses' tokenization unchanged (`vocabshift extend
+--protect-corpus`), new rows from each method, no training. Scored per document (lm-eval's
+`loglikelihood_rolling`, same bytes for every model) on text no tokenizer, vector or init saw: {sizes}.
+Goal (issue 14): {goal}. Measured on {datetime.date.today().isoformat()}, 2 CPU cores (init times include
+other jobs sharing the cores), with `python benchmarks/init_extension.py` and the `--options` below.
+
+{table(rows)}
+
+{options}
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
@@ -121,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-docs", type=int, default=200)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="write the table of the rows measured so far")
     args = p.parse_args(argv)
     import logging
 
@@ -134,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         results["source"] = {"label": "source", "scores": score(_inputs.smollm2_dir(), docs)}
     ext = extended(args.vocab)
     options = json.loads(args.options)
-    for method in args.methods.split(","):
+    for method in [] if args.report_only else args.methods.split(","):
         label = method + (f"-{args.label}" if args.label else "")
         out = CACHE / f"init-{args.vocab}-{label}"
         run = init(method, ext, out, options.get(method, {}), args.device)
@@ -146,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     text = table(list(results.values()))
     print(text)
     if not args.no_write:
-        write_section(DOC, MARK_START, MARK_END, text)
+        n_new = sum(1 for i in json.loads((ext / "id_map.json").read_text())["id_map"] if i < 0)
+        write_section(DOC, MARK_START, MARK_END, doc_section(list(results.values()), args, n_new, docs))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ def _list_methods() -> None:
 
     from vocabshift.init.registry import list_init_methods
 
+    typer.echo("Which method when (measured, docs/init.md and docs/benchmarks.md):\n"
+               "  extending a decoder, with target text: distill (closest to the source at step 0, and it keeps\n"
+               "    new tied rows from taking probability from the source language); without text: fvt\n"
+               "  replacing the vocabulary: fvt or focus (distill and omp not yet measured there)\n"
+               "  static vectors + a dictionary: omp, wechsel, ofa; a factorized embedding: ofa, factorized\n")
     for m in list_init_methods():
         typer.echo(f"{m.name:<11} {m.description}")
         typer.echo(f"{'':<11} paper: {m.reference_url}; copies shared tokens by default: {m.copy_overlap}")
