@@ -13,7 +13,7 @@ import typer
 
 from cli.options import corpus_config, field_help
 from vocabshift.corpus import CorpusConfig
-from vocabshift.eval.evaluate import EvalConfig
+from vocabshift.eval.config import EvalConfig
 
 _E, _C = EvalConfig, CorpusConfig
 

@@ -12,36 +12,83 @@ import signal
 import sys
 import time
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from cli import adapt as adapt_cmd
-from cli import data as data_cmd
-from cli import eval as eval_cmd
-from cli import export as export_cmd
-from cli import init as init_cmd
-from cli import tokenizer as tokenizer_cmd
-from cli import train as train_cmd
-from cli import vectors as vectors_cmd
-from cli import vocab as vocab_cmd
+# Each subcommand's module is imported only when that subcommand runs (or shows its help): the stage
+# configs behind the options import heavy libraries, and `vocabshift --help` must start at once. The
+# one-line summaries below are what `vocabshift --help` lists (a test loads every command and checks
+# that its summary fits an 80-column terminal).
+COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (module, attribute, summary)
+    "adapt": ("cli.adapt", "adapt", "Adapt a model to new languages from one recipe (all stages)."),
+    "prune": ("cli.vocab", "prune", "Drop tokens of unused scripts (MAFT) or rare tokens."),
+    "extend": ("cli.vocab", "extend", "Add the target tokenizer's tokens the source lacks."),
+    "init": ("cli.init", "init", "Give a model the target vocabulary, with initialized rows."),
+    "train": ("cli.train", "train", "Continue pretraining: LoRA adapters + embeddings."),
+    "export": ("cli.export", "export", "Merge a training run into a plain checkpoint (or GGUF)."),
+    "eval": ("cli.eval", "eval", "Compare an adapted model with its baseline."),
+    "tokenizer": ("cli.tokenizer", "app", "Train target-language tokenizers and compare them."),
+    "vectors": ("cli.vectors", "app", "Train and align static word vectors."),
+    "data": ("cli.data", "app", "Data manifests: corpora, vectors, dictionaries, models."),
+}
+
+
+def load_command(name: str) -> click.Command:
+    """The click command of subcommand ``name``, importing its module now."""
+    import importlib
+
+    module, attribute, summary = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attribute)
+    if isinstance(target, typer.Typer):
+        target._add_completion = False  # one completion setting, the root's (off)
+        command = typer.main.get_command(target)
+    else:
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    command.short_help = summary
+    _plain_help(command)
+    return command
+
+
+def _plain_help(command: click.Command) -> None:
+    """Click's plain help for the command and its subcommands: it wraps to the terminal and never cuts an
+    option name (rich's boxed tables cut them in an 80-column terminal)."""
+    if hasattr(command, "rich_markup_mode"):
+        command.rich_markup_mode = None
+    for sub in getattr(command, "commands", {}).values():
+        if sub.help and not sub.short_help:  # the whole first paragraph, wrapped, not cut at 45 characters
+            sub.short_help = " ".join(sub.help.strip().split("\n\n")[0].split())
+        _plain_help(sub)
+
+
+class LazyGroup(TyperGroup):
+    """The root group: subcommands from :data:`COMMANDS`, loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return load_command(cmd_name) if cmd_name in COMMANDS else None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # The summaries, without importing every subcommand (click's default would load each one).
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, _, summary) in COMMANDS.items()])
+
 
 app = typer.Typer(
     name="vocabshift",
+    cls=LazyGroup,
     help="Adapt pretrained transformer language models to new languages.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-app.command("adapt")(adapt_cmd.adapt)
-app.add_typer(tokenizer_cmd.app, name="tokenizer")
-app.add_typer(vectors_cmd.app, name="vectors")
-app.command("prune")(vocab_cmd.prune)
-app.command("extend")(vocab_cmd.extend)
-app.command("init")(init_cmd.init)
-app.command("train")(train_cmd.train)
-app.command("export")(export_cmd.export)
-app.command("eval")(eval_cmd.eval)
-app.add_typer(data_cmd.app, name="data")
 
 _state = {"debug": False}
 

@@ -16,7 +16,7 @@ import typer
 from cli.options import corpus_config, field_help
 from vocabshift.config import load_yaml, to_dict
 from vocabshift.train.config import LoraSettings, TrainConfig
-from vocabshift.train.data import DataConfig
+from vocabshift.train.data_config import DataConfig
 
 _T, _L, _D = TrainConfig, LoraSettings, DataConfig
 

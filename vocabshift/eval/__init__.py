@@ -11,12 +11,25 @@
 
 from __future__ import annotations
 
-from vocabshift.eval.bootstrap import Interval, PairedComparison, compare_bits_per_byte
-from vocabshift.eval.evaluate import EvalConfig, EvalResult, SizeResult, evaluate_model
-from vocabshift.eval.lm import DocumentLMResult, LMResult, lm_loss, score_documents
-from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens
-from vocabshift.eval.report import render_summary, write_report
-from vocabshift.eval.speed import SpeedResult, measure_speed
+# Loaded on first use: ``vocabshift.eval.config`` (what the command line reads) must not pull in torch.
+_LAZY = {
+    "Interval": "bootstrap", "PairedComparison": "bootstrap", "compare_bits_per_byte": "bootstrap",
+    "EvalConfig": "config",
+    "EvalResult": "evaluate", "SizeResult": "evaluate", "evaluate_model": "evaluate",
+    "DocumentLMResult": "lm", "LMResult": "lm", "lm_loss": "lm", "score_documents": "lm",
+    "NeighboursResult": "neighbours", "nearest_source_tokens": "neighbours",
+    "render_summary": "report", "write_report": "report",
+    "SpeedResult": "speed", "measure_speed": "speed",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"vocabshift.eval.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'vocabshift.eval' has no attribute {name!r}")
+
 
 __all__ = [
     "DocumentLMResult",

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from vocabshift.corpus import CorpusConfig
 from vocabshift.errors import ConfigError, CorpusError, TokenizerError
 from vocabshift.eval.bootstrap import Interval
+from vocabshift.eval.config import MIN_WINDOW, PROTOCOLS, check_window  # noqa: F401  (re-exported)
 from vocabshift.train.data import IGNORE_INDEX, DataConfig, bits_per_byte, build_eval_set, resolve_objective
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,6 @@ def lm_loss(model: Any, tokenizer: Any, corpus: CorpusConfig, *, seq_len: int, m
 # --------------------------------------------------------------------------------------------------
 # Per-document scoring (the lm-evaluation-harness protocol)
 
-PROTOCOLS = ("document", "packed")
-MIN_WINDOW = 2
 DEFAULT_WINDOW = 2048  # lm-eval HFLM's max length when neither the config nor the tokenizer states one
 DEFAULT_BATCH_TOKENS = 8192  # padded tokens per forward pass (logits are batch x length x vocabulary)
 
@@ -196,17 +195,6 @@ def prefix_token_id(tokenizer: Any) -> int:
             return value
     raise TokenizerError(f"{type(tokenizer).__name__} has neither a bos nor an eos token to predict the first "
                          "token of a document from", hint="set bos_token or eos_token in tokenizer_config.json")
-
-
-def check_window(window: int, stride: int) -> None:
-    """Refuse a window shorter than 2 tokens and a stride outside ``1 .. window``."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < MIN_WINDOW:
-        raise ConfigError(f"the scoring window must be at least {MIN_WINDOW} tokens, got {window!r}",
-                          hint="raise --seq-len")
-    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= window:
-        raise ConfigError(f"stride must be between 1 and the window ({window} tokens), got {stride!r}",
-                          hint="a stride of 0 would never move past the first window; leave --stride unset for "
-                               "disjoint windows (lm-eval's default)")
 
 
 def rolling_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:

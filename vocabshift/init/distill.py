@@ -42,8 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from vocabshift.config import ConfigMixin
 from vocabshift.errors import ConfigError, InitError
@@ -57,6 +56,9 @@ from vocabshift.init.base import (
     Teacher,
 )
 from vocabshift.init.registry import register_init_method
+
+if TYPE_CHECKING:  # torch is imported when a function runs: the CLI reads the registry without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ def _windows(teacher: Teacher, copy: list[int], new_index: list[int], pieces: li
     A window is cut before a new token without pieces (the teacher cannot read it); windows left with
     no new token teach nothing and are dropped.
     """
+    import torch
     prefix = [teacher.prefix] if teacher.prefix >= 0 else []
     rows: list[tuple[list[int], list[int], list[int], list[int], list[int], int]] = []
     for window in teacher.contexts.tolist():
@@ -170,6 +173,7 @@ def _windows(teacher: Teacher, copy: list[int], new_index: list[int], pieces: li
 
 def _mean_rows(table: torch.Tensor, ids: torch.Tensor, pieces: list[list[int]]) -> torch.Tensor:
     """Mean of ``table[pieces[i]]`` for each ``i`` in ``ids`` (all non-empty)."""
+    import torch
     out = torch.empty(ids.numel(), table.shape[1], dtype=torch.float32)
     for k, i in enumerate(ids.tolist()):
         out[k] = table[torch.tensor(pieces[i])].double().mean(0).float()
@@ -187,6 +191,7 @@ def _mean_rows(table: torch.Tensor, ids: torch.Tensor, pieces: list[list[int]]) 
 )
 def distill_init(inputs: InitInputs, config: DistillConfig) -> InitResult:
     """Learn each new row by distilling the source model's hidden states on its source split."""
+    import torch
     teacher = inputs.teacher
     assert teacher is not None and inputs.decompositions is not None
     t0 = time.perf_counter()
@@ -245,6 +250,7 @@ def _train(teacher: Teacher, inputs: InitInputs, config: DistillConfig, w: _Wind
            out_start: torch.Tensor | None, out_emb: torch.Tensor | None, copy: list[int],
            new_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, object]]:
     """Adam on the new rows (and the untied head's new rows) over the windows; returns them on the CPU."""
+    import torch
     dev = torch.device(inputs.device)
     n = int(w.student.shape[0])
     history: dict[str, object] = {"steps": 0, "loss_first": None, "loss_last": None}

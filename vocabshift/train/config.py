@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from vocabshift.config import MAX_INT, ConfigMixin, check_whole_number
 from vocabshift.corpus import CorpusConfig
 from vocabshift.errors import ConfigError
-from vocabshift.train.data import DataConfig
+from vocabshift.train.data_config import DataConfig
 
 SCHEDULES = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
