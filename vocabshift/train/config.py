@@ -130,7 +130,8 @@ class TrainConfig(ConfigMixin):
     eval_batch_size: int | None = field(default=None, metadata={"help": "Eval micro-batch (default: batch_size)."})
     log_every: int = field(default=10, metadata={"help": "Write a metrics.jsonl line every this many steps."})
     log_with: list[str] = field(default_factory=list, metadata={
-        "help": "Also log to these accelerate trackers: tensorboard, wandb (their packages must be installed)."})
+        "help": "Also log the metrics to these trackers: tensorboard, wandb (packages: vocabshift[tracking]); "
+                "they write in out/logs/, wandb offline unless WANDB_MODE is set."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
     seed: int = field(default=0, metadata={"help": "Seed of LoRA init, dropout and everything else random."})
     resume: bool = field(default=False, metadata={

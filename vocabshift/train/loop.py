@@ -54,6 +54,7 @@ from vocabshift.train.checkpoint import (
 )
 from vocabshift.train.config import TrainConfig
 from vocabshift.train.peft_setup import TrainableSetup, describe_parameters, setup_trainable
+from vocabshift.train.trackers import check_trackers, make_trackers, start_trackers, tracker_values
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class _StopSignals:
 
 
 class _MetricsLog:
-    """metrics.jsonl (main process) and accelerate's trackers."""
+    """metrics.jsonl (main process) and accelerate's trackers (the same numbers, see ``train/trackers.py``)."""
 
     def __init__(self, run_dir: Path, accelerator: Any, trackers: bool) -> None:
         self.path = run_dir / METRICS_FILE
@@ -233,10 +234,7 @@ class _MetricsLog:
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.trackers:
-            flat = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
-            for group, value in (record.get("lr") or {}).items():
-                flat[f"lr/{group}"] = value
-            self.accelerator.log(flat, step=record["step"])
+            self.accelerator.log(tracker_values(record), step=record["step"])
 
 
 def _progress(enabled: bool, total: int, start: int) -> Any:
@@ -306,14 +304,8 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
         "step_scheduler_with_optimizer": False, "project_dir": str(run_dir),
     }
     if config.log_with:
-        from accelerate.utils import is_tensorboard_available, is_wandb_available
-
-        available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
-        missing = [t for t in config.log_with if not available[t]()]
-        if missing:
-            raise ConfigError(f"log_with {', '.join(missing)}: the package is not installed",
-                              hint=f"pip install {' '.join(missing)}, or drop --log-with")
-        acc_kwargs["log_with"] = list(config.log_with)
+        check_trackers(config.log_with)
+        acc_kwargs["log_with"] = make_trackers(config.log_with, run_dir)
     if config.compile:
         acc_kwargs["dynamo_backend"] = "inductor"
     accelerator = Accelerator(**acc_kwargs)
@@ -387,9 +379,6 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
     prepared, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     writer = CheckpointWriter(run_dir, accelerator, setup.groups, keep=config.keep_checkpoints)
-    if config.log_with:
-        accelerator.init_trackers("vocabshift", config=_flat_config(config.to_dict()))
-    metrics_log = _MetricsLog(run_dir, accelerator, bool(config.log_with))
 
     step, tokens = 0, 0
     last: dict[str, Any] = {}
@@ -403,6 +392,9 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
         if main:
             truncate_metrics(run_dir, step)
         log.info("resumed from %s at step %d", checkpoint, step)
+    if config.log_with:
+        start_trackers(accelerator, config.to_dict(), step)
+    metrics_log = _MetricsLog(run_dir, accelerator, bool(config.log_with))
 
     def trainer_state() -> dict[str, Any]:
         return {"step": step, "tokens": tokens, "total_steps": total, "objective": objective, "metrics": last}
@@ -520,16 +512,3 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
                        checkpoint=run_dir / CHECKPOINT_DIR / step_dir_name(step) if saved_at == step else None,
                        parameters=parameters, model=unwrapped)
 
-
-def _flat_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> flat scalars, as trackers take hyperparameters."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat_config(value, f"{name}."))
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            flat[name] = value
-        else:
-            flat[name] = json.dumps(value)
-    return flat
