@@ -33,6 +33,7 @@ from vocabshift.outputs import (
     refuse_overlap,
     writes_output,
 )
+from vocabshift.sentence_transformer_files import copy_sentence_transformer_files
 from vocabshift.tokenization.source import copy_tokenizer_files
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,9 @@ def export(config: ExportConfig) -> ExportResult:
             merged.config.tie_word_embeddings = layout.tied
         save_model(merged, tmp)
         report["tokenizer_files"] = copy_tokenizer_files(model_dir, tmp)
+        carried = copy_sentence_transformer_files(model_dir, tmp)
+        if carried is not None:
+            report["sentence_transformers"] = carried
         del merged
         if config.verify:
             report["verify"] = _verify(tmp, probe, reference, dtype, layout.tied)

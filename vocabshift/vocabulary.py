@@ -21,6 +21,7 @@ from vocabshift.config import MAX_INT, MAX_PAD_MULTIPLE, MAX_VOCAB_SIZE, ConfigM
 from vocabshift.corpus import CorpusConfig, iter_corpus
 from vocabshift.errors import ConfigError
 from vocabshift.outputs import atomic_output_dir, check_output_path, writes_output
+from vocabshift.sentence_transformer_files import copy_sentence_transformer_files
 from vocabshift.surgery.checkpoint import directory_size, has_model, load_model, parameter_count, save_model
 from vocabshift.surgery.lazy import can_stream, remap_checkpoint
 from vocabshift.surgery.resize import remap_vocab
@@ -116,6 +117,9 @@ def _apply_to_model(source_path: str, id_map: list[int], pad_to_multiple_of: int
         "weights_bytes_before": directory_size(source_path),
         "weights_bytes_after": directory_size(out_dir),
     }
+    carried = copy_sentence_transformer_files(source_path, out_dir)
+    if carried is not None:
+        report["sentence_transformers"] = carried
 
 
 def _write_id_map(out_dir: Path, source: str, id_map: list[int]) -> None:

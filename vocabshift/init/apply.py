@@ -41,6 +41,7 @@ from vocabshift.init.base import (
     Teacher,
 )
 from vocabshift.outputs import atomic_output_dir, check_output_path, writes_output
+from vocabshift.sentence_transformer_files import copy_sentence_transformer_files
 from vocabshift.tokenization.source import copy_tokenizer_files
 from vocabshift.tokenization.surface import Surface
 from vocabshift.vocabulary import ID_MAP_FILE, read_id_map_data
@@ -556,6 +557,9 @@ def init_model(config: InitConfig) -> InitOutput:
             save_model(model, tmp)
         report["seconds"] = round(time.perf_counter() - t_start, 3)
         _save_tokenizer(plan, tmp)
+        carried = copy_sentence_transformer_files(config.model, tmp)
+        if carried is not None:
+            report["sentence_transformers"] = carried
         if result_in.factorized is not None:
             result_in.factorized.save(tmp / FACTORIZED_FILE)
             report["factorized"] = {"file": FACTORIZED_FILE,
