@@ -310,6 +310,14 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
         acc_kwargs["dynamo_backend"] = "inductor"
     accelerator = Accelerator(**acc_kwargs)
     main = accelerator.is_main_process
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes") and \
+            accelerator.distributed_type != DistributedType.FSDP:
+        # accelerate shards with FSDP only on accelerators; on CPU it would quietly train plain data
+        # parallel with every process holding the whole model, not what an FSDP config asks for.
+        raise ConfigError(f"an FSDP config is set (ACCELERATE_USE_FSDP) but accelerate runs "
+                          f"{accelerator.distributed_type.value} here: it shards with FSDP on GPUs only",
+                          hint="run on GPUs, or drop the FSDP config (unset ACCELERATE_USE_FSDP) to train with "
+                               "DDP under torchrun")
     if accelerator.distributed_type == DistributedType.FSDP and config.embeddings == "new":
         raise ConfigError("embeddings: new (a gradient mask on the embedding rows) does not work on FSDP's "
                           "sharded parameters", hint="train all rows, or run with DDP")
