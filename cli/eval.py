@@ -40,7 +40,8 @@ def _quiet_logs(enabled: bool) -> Iterator[None]:
 def eval(  # noqa: A001  (the subcommand is called eval)
     model: str = typer.Option(..., "--model", help=field_help(_E, "model")),
     corpus: list[str] = typer.Option(..., "--corpus", help="Held-out text: files, directories or globs (.txt, "
-                                     ".jsonl, .parquet; .gz/.xz/.bz2/.zst). Several may follow one --corpus. "
+                                     ".jsonl, .parquet, .arrow; .gz/.xz/.bz2/.zst), or datasets save_to_disk "
+                                     "folders (DIR:SPLIT). Several may follow one --corpus. "
                                      "NAME=PATH (repeatable) scores one more named corpus each (e.g. --corpus "
                                      "bible=heldout.txt --corpus udhr=udhr.spa.txt); the first is the main one."),
     source_corpus: list[str] = typer.Option(None, "--source-corpus", help=field_help(_E, "source_corpus")),

@@ -21,7 +21,8 @@ _T = TokenizerTrainConfig
 def train(
     source: str = typer.Option(..., "--source", help=field_help(_T, "source")),
     corpus: list[str] = typer.Option(..., "--corpus", help="Corpus files, directories or globs (.txt, .jsonl, "
-                                     ".parquet; .gz/.xz/.bz2/.zst). Several may follow one --corpus."),
+                                     ".parquet, .arrow; .gz/.xz/.bz2/.zst), or datasets save_to_disk folders "
+                                     "(DIR:SPLIT picks a split). Several may follow one --corpus."),
     vocab_size: int = typer.Option(..., "--vocab-size", help=field_help(_T, "vocab_size")),
     out: Path = typer.Option(..., "--out", help=field_help(_T, "out")),
     more_corpus: list[str] = typer.Argument(None, hidden=True, help="More corpus paths after --corpus."),

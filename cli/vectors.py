@@ -29,7 +29,8 @@ def _two_defaults(name: str) -> str:
 @app.command("train")
 def train(
     corpus: list[str] = typer.Option(..., "--corpus", help="Corpus files, directories or globs (.txt, .jsonl, "
-                                     ".parquet; .gz/.xz/.bz2/.zst). Several may follow one --corpus."),
+                                     ".parquet, .arrow; .gz/.xz/.bz2/.zst), or datasets save_to_disk folders "
+                                     "(DIR:SPLIT picks a split). Several may follow one --corpus."),
     out: Path = typer.Option(..., "--out", help=field_help(_T, "out")),
     more_corpus: list[str] = typer.Argument(None, hidden=True, help="More corpus paths after --corpus."),
     dim: int = typer.Option(None, help=_two_defaults("dim")),

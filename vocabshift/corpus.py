@@ -23,6 +23,11 @@ Formats, chosen by file suffix:
   is its ``text_field``. Blank lines are ignored; a JSON ``null`` counts as an empty document.
 - ``.parquet``: the ``text_field`` column, read in record batches with pyarrow (an optional
   dependency, imported only when a parquet file is read). A row counts as one line.
+- ``.arrow``: an Arrow IPC file, in the stream format that 🤗 datasets writes (``save_to_disk``
+  shards, cache files) or the random-access file format; memory-mapped and read one record batch at
+  a time with pyarrow, the ``text_field`` column only. A row counts as one line. In both columnar
+  formats a null is an empty document, a binary column is decoded as UTF-8, and a column of any other
+  type is an error.
 
 Compression, by a further suffix: ``.gz``, ``.xz``, ``.bz2``, ``.zst`` (``a.jsonl.gz``,
 ``b.txt.zst``), decompressed as a stream. Bytes are decoded as UTF-8 one line at a time, so an invalid
@@ -32,7 +37,20 @@ substitutes U+FFFD instead. A UTF-8 byte order mark at the start of a file is dr
 Paths may be files, directories (all files below them, recursively; hidden files and directories,
 whose names start with ``.``, are skipped) or glob patterns (``**`` allowed). Files found in a
 directory or by a glob are sorted by path components (``a/z.txt`` before ``a.txt``). A file reached
-twice is read once.
+twice is read once. Directories of 🤗 datasets are read as datasets, never through ``datasets``
+itself (see :func:`resolve_files`):
+
+- a ``save_to_disk`` folder of a ``Dataset`` (``state.json`` beside ``data-*.arrow``) is its data
+  files, in the order its ``state.json`` lists them (``cache-*.arrow`` files beside them are not
+  data). A ``DatasetDict`` folder (``dataset_dict.json``) is the folder of one split: ``train``
+  unless the path names another as ``FOLDER:SPLIT`` (``wiki:validation``), or the split's own
+  folder is given (``wiki/validation``). Such folders found inside a directory are read the same way.
+- a directory holding ``.arrow`` or ``.parquet`` shards (a hub download: ``README.md`` beside
+  ``data/train-00000-of-00002.parquet``) is its shards only, of one split as ``datasets`` names
+  them: ``data/{split}-00000-of-00001.*``, else a directory or file name containing ``train``/
+  ``training``, ``validation``/``valid``/``dev``/``val`` or ``test``/``testing``/``eval``/
+  ``evaluation`` as a word; shards with no split name are all ``train``. ``FOLDER:SPLIT`` picks
+  another split; naming a split that is not there is an error listing the splits there are.
 
 Mixing several sources follows XLM-R's exponential smoothing (Conneau et al. 2020, "Unsupervised
 Cross-lingual Representation Learning at Scale", section 3.1): a source's share of the stream is
@@ -40,9 +58,12 @@ Cross-lingual Representation Learning at Scale", section 3.1): a source's share 
 natural proportions, a large temperature approaches uniform (XLM-R's alpha=0.3 is temperature≈3.33).
 Sizes are estimated cheaply as the bytes on disk of each source's files, so a compressed file counts
 its *compressed* size (mixing ``.txt`` with ``.txt.gz`` sources under-weights the compressed one;
-give explicit weights then). Sources with the same ``lang`` are smoothed as one language, then share
-that language's probability in proportion to their sizes. When every source has an explicit
-``weight``, ``q_i ∝ weight_i`` and the temperature is not used.
+give explicit weights then). A ``.parquet`` or ``.arrow`` file counts the bytes of its text column
+alone (uncompressed, from the parquet footer or the arrow batch headers), not of its other columns
+(ids, embeddings) or of its compression; this is computed only when sources are mixed by size.
+Sources with the same ``lang`` are smoothed as one language, then share that language's probability
+in proportion to their sizes. When every source has an explicit ``weight``, ``q_i ∝ weight_i`` and
+the temperature is not used.
 
 At each step a seeded numpy Generator draws a source according to ``q`` and the stream yields that
 source's next document. The mixed stream stops when every source has been exhausted at least once
@@ -74,9 +95,11 @@ import glob
 import gzip
 import io
 import json
+import logging
 import lzma
 import math
 import os
+import re
 import stat
 import zlib
 from collections.abc import Iterator
@@ -96,11 +119,15 @@ __all__ = [
     "CorpusSource",
     "corpus_from_paths",
     "iter_corpus",
+    "is_datasets_folder",
     "iter_file",
     "mixing_probabilities",
     "resolve_files",
     "split_document",
+    "split_spec",
 ]
+
+log = logging.getLogger(__name__)
 
 ENCODING_ERRORS = ("strict", "replace")
 
@@ -111,7 +138,23 @@ _GLOB_CHARS = frozenset("*?[")
 # Exceptions that the stdlib and zstandard raise for data that is not (valid) compressed data.
 _DECOMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, zstandard.ZstdError)
 _DRAW_BLOCK = 4096  # random numbers are drawn in blocks: one numpy call per block, not per document
-_PARQUET_BATCH_ROWS = 1024  # documents can be long; small batches keep memory flat
+_BATCH_ROWS = 1024  # parquet/arrow rows turned into Python strings at a time: documents can be long
+_COLUMNAR = ("parquet", "arrow")
+_ARROW_FILE_MAGIC = b"ARROW1"  # the random-access IPC format starts with it; the stream format does not
+# 🤗 datasets' names: save_to_disk files, the default split, and the split keywords of its data_files
+# module (a hub download's files are assigned to splits by these words in their paths).
+_DATASET_STATE = "state.json"
+_DATASET_DICT = "dataset_dict.json"
+DEFAULT_SPLIT = "train"
+_SPLIT_KEYWORDS = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "dev", "val"),
+    "test": ("test", "testing", "eval", "evaluation"),
+}
+_SPLIT_ALIASES = {word: name for name, words in _SPLIT_KEYWORDS.items() for word in words}
+_SPLIT_NAME = re.compile(r"\w+(\.\w+)*")  # datasets' own rule for split names
+_SHARDED_NAME = re.compile(r"(\w+(?:\.\w+)*)-\d{5}-of-\d{5}.*\..+")  # data/{split}-00000-of-00002.parquet
+_NON_WORD = re.compile(r"[-._ 0-9]+")
 MAX_DOCUMENT_BYTES = 1 << 20  # default CorpusConfig.max_document_bytes
 MIN_DOCUMENT_BYTES = 4  # a piece must hold the longest UTF-8 character
 MAX_JSON_LINE_BYTES = 64 << 20  # a JSON Lines record must be parsed whole; longer ones are refused
@@ -123,7 +166,8 @@ class CorpusSource:
     """One corpus in a mixture: some files, an optional language label and an optional weight."""
 
     paths: list[str] = field(
-        metadata={"help": "Files, directories (read recursively, sorted) or glob patterns."}
+        metadata={"help": "Files, directories (read recursively, sorted), glob patterns or 🤗 datasets folders "
+                  "(FOLDER:SPLIT picks a split; default train)."}
     )
     lang: str | None = field(
         default=None,
@@ -140,7 +184,8 @@ class CorpusSource:
     text_field: str | None = field(
         default=None,
         metadata={
-            "help": "Field of .jsonl objects / column of .parquet files holding the text; default: the corpus text_field."
+            "help": "Field of .jsonl objects / column of .parquet, .arrow and datasets files holding the text; "
+            "default: the corpus text_field."
         },
     )
 
@@ -167,7 +212,7 @@ class CorpusConfig:
     )
     text_field: str = field(
         default="text",
-        metadata={"help": "Field of .jsonl objects / column of .parquet files holding the text."},
+        metadata={"help": "Field of .jsonl objects / column of .parquet, .arrow and datasets files holding the text."},
     )
     encoding_errors: str = field(
         default="strict",
@@ -250,14 +295,21 @@ def corpus_from_paths(paths: list[str | Path] | str | Path, **kwargs: Any) -> Co
 def resolve_files(paths: list[str]) -> list[Path]:
     """Expand files, directories (recursive, sorted) and glob patterns into a list of files.
 
-    Raises :class:`CorpusError` for a missing path, a glob that matches nothing, or a directory that
-    holds no files. A file reached twice is listed once, at its first position.
+    A 🤗 datasets ``save_to_disk`` folder is its data files; a directory holding ``.arrow`` or
+    ``.parquet`` shards is the shards of one split; ``FOLDER:SPLIT`` names that split (see the module
+    docstring). Raises :class:`CorpusError` for a missing path, a glob that matches nothing, a
+    directory that holds no files, or a split that is not there. A file reached twice is listed once,
+    at its first position.
     """
     files: dict[Path, None] = {}  # an ordered set
     for raw in paths:
         spec = os.path.expanduser(os.fspath(raw))
         path = Path(spec)
+        split = None
         if path.exists():
+            matches = [path]
+        elif (named := split_spec(spec)) is not None:
+            path, split = named
             matches = [path]
         elif _GLOB_CHARS & set(spec):
             matches = sorted((Path(m) for m in glob.glob(spec, recursive=True)), key=_sort_key)
@@ -267,7 +319,7 @@ def resolve_files(paths: list[str]) -> list[Path]:
             raise CorpusError("no such file or directory", path=spec)
         for match in matches:
             if match.is_dir():
-                found = _files_under(match)
+                found = _files_under(match, split)
                 if not found:
                     raise CorpusError("directory contains no files", path=match)
                 files.update(dict.fromkeys(found))
@@ -276,16 +328,154 @@ def resolve_files(paths: list[str]) -> list[Path]:
     return list(files)
 
 
-def _files_under(directory: Path) -> list[Path]:
+def split_spec(spec: str) -> tuple[Path, str] | None:
+    """``(folder, split)`` when ``spec`` is ``FOLDER:SPLIT`` for an existing directory, else None.
+
+    A path that exists as given is never read as a split (a file name may hold a colon).
+    """
+    spec = os.path.expanduser(os.fspath(spec))
+    if ":" not in spec or os.path.lexists(spec):
+        return None
+    folder, _, split = spec.rpartition(":")
+    if not folder or not _SPLIT_NAME.fullmatch(split) or not os.path.isdir(folder):
+        return None
+    return Path(folder), split
+
+
+def is_datasets_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by 🤗 datasets' ``save_to_disk`` (a Dataset or a DatasetDict)."""
+    path = Path(path)
+    return (path / _DATASET_DICT).is_file() or (path / _DATASET_STATE).is_file()
+
+
+def _files_under(directory: Path, split: str | None = None) -> list[Path]:
+    """The files a directory stands for: a datasets folder's data files, else its datasets folders'
+    data files and its loose shards of one split, else every file below it."""
+    saved = _saved_dataset_files(directory, split)
+    if saved is not None:
+        return saved
+    entries = _walk(directory)
+    loose = [f for f, in_saved in entries if not in_saved and _file_kind(f)[0] in _COLUMNAR]
+    if not loose and split is not None:
+        raise CorpusError(
+            f"has no split {split!r}: it is neither a 🤗 datasets save_to_disk folder nor a folder of "
+            ".arrow/.parquet shards",
+            path=directory,
+            hint=f"pass the folder without ':{split}'",
+        )
+    if not loose and not any(in_saved for _, in_saved in entries):
+        return [f for f, _ in entries]
+    # Data in columnar form: the other files beside it (a dataset card, .gitattributes) are not text.
+    kept = set(_split_shards(directory, loose, split)) if loose else set()
+    files = [f for f, in_saved in entries if in_saved or f in kept]
+    others = sum(1 for f, in_saved in entries if not in_saved and _file_kind(f)[0] not in _COLUMNAR)
+    if others:
+        log.info("%s: reading its datasets and .arrow/.parquet shards, not the %d other files beside them",
+                 directory, others)
+    return files
+
+
+def _walk(directory: Path) -> list[tuple[Path, bool]]:
+    """(file, whether it is a datasets folder's data file) for every file below ``directory``, sorted
+    by path components, hidden entries skipped; a datasets folder inside gives its data files (of the
+    default split) instead of its files."""
     # Skip hidden entries: dataset folders often carry .cache/, .git/ or .DS_Store beside the text.
-    return sorted(
-        (
-            p
-            for p in directory.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
-        ),
-        key=_sort_key,
-    )
+    files: list[tuple[Path, bool]] = []
+    for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and not entry.is_symlink():  # like rglob: symlinked directories are not followed
+            saved = _saved_dataset_files(entry, None)
+            files.extend([(f, True) for f in saved] if saved is not None else _walk(entry))
+        elif entry.is_file():
+            files.append((entry, False))
+    return files
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorpusError(f"cannot read this 🤗 datasets file: {exc}", path=path) from exc
+    if not isinstance(data, dict):
+        raise CorpusError(f"expected a JSON object, found a JSON {type(data).__name__}", path=path)
+    return data
+
+
+def _saved_dataset_files(directory: Path, split: str | None) -> list[Path] | None:
+    """The data files of a ``save_to_disk`` folder (of ``split``, default train, for a DatasetDict), in
+    ``state.json``'s order; None when ``directory`` is not such a folder."""
+    if (directory / _DATASET_DICT).is_file():
+        splits = _read_json_object(directory / _DATASET_DICT).get("splits")
+        if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
+            raise CorpusError(f"{_DATASET_DICT} has no list of splits", path=directory)
+        chosen = split or DEFAULT_SPLIT
+        if chosen not in splits:
+            raise CorpusError(
+                f"this DatasetDict has no split {chosen!r}; its splits: {splits}",
+                path=directory,
+                hint=f"name one as {directory}:{splits[0]}" if splits else None,
+            )
+        files = _saved_dataset_files(directory / chosen, None)
+        if files is None:
+            raise CorpusError(f"split {chosen!r} is listed in {_DATASET_DICT} but has no {_DATASET_STATE}",
+                              path=directory / chosen)
+        return files
+    if not (directory / _DATASET_STATE).is_file():
+        return None
+    if split is not None:
+        raise CorpusError(f"is a 🤗 datasets Dataset folder, which has no split {split!r}", path=directory,
+                          hint=f"pass {directory} without ':{split}'")
+    entries = _read_json_object(directory / _DATASET_STATE).get("_data_files")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("filename"), str)
+                                                for e in entries):
+        raise CorpusError(f"{_DATASET_STATE} lists no data files (no '_data_files' with file names)", path=directory,
+                          hint="save the dataset again with Dataset.save_to_disk")
+    files = [directory / e["filename"] for e in entries]
+    for f in files:
+        if not f.is_file():
+            raise CorpusError(f"data file {f.name} listed in {_DATASET_STATE} is missing", path=directory,
+                              hint="save the dataset again with Dataset.save_to_disk")
+    if not files:  # save_to_disk writes no shard for a dataset of no rows
+        raise CorpusError(f"the dataset is empty: its {_DATASET_STATE} lists no data files", path=directory)
+    return files
+
+
+def _split_shards(directory: Path, shards: list[Path], split: str | None) -> list[Path]:
+    """The shards of ``split`` (default train), named by 🤗 datasets' rules: ``data/{split}-00000-of-…``
+    first, else a split keyword in a directory name, else in a file name; with no split names, all are train."""
+    relative = {f: f.relative_to(directory) for f in shards}
+    groups: dict[str, list[Path]] = {}
+    for f, r in relative.items():
+        if len(r.parts) == 2 and r.parts[0] == "data" and (m := _SHARDED_NAME.fullmatch(r.parts[1])):
+            groups.setdefault(m.group(1), []).append(f)
+    for in_directories in (True, False):  # keywords in directory names win over those in file names
+        if groups:
+            break
+        for f, r in relative.items():
+            if name := _keyword_split(r.parts[:-1] if in_directories else r.parts[-1:]):
+                groups.setdefault(name, []).append(f)
+    if not groups:
+        groups = {DEFAULT_SPLIT: shards}
+    chosen = split or DEFAULT_SPLIT
+    if chosen not in groups:
+        chosen = _SPLIT_ALIASES.get(chosen, chosen)  # dev -> validation, as datasets names them
+    if chosen not in groups:
+        names = sorted(groups)
+        raise CorpusError(
+            f"has no split {chosen!r} among its .arrow/.parquet shards; its splits: {names}",
+            path=directory,
+            hint=f"name one as {directory}:{names[0]}",
+        )
+    if len(groups) > 1 or len(groups[chosen]) < len(shards):
+        log.info("%s: reading split %r (%d of %d shards)", directory, chosen, len(groups[chosen]), len(shards))
+    return groups[chosen]
+
+
+def _keyword_split(parts: tuple[str, ...]) -> str | None:
+    """The split that a keyword among the words of ``parts`` (path components) names, if any."""
+    words = {word for part in parts for word in _NON_WORD.split(part.lower())}
+    return next((name for name, keys in _SPLIT_KEYWORDS.items() if words.intersection(keys)), None)
 
 
 def _sort_key(path: Path) -> tuple[str, ...]:
@@ -294,7 +484,7 @@ def _sort_key(path: Path) -> tuple[str, ...]:
 
 
 def _file_kind(path: Path) -> tuple[str, str | None]:
-    """(format, compression) from the file name: format is 'txt', 'jsonl' or 'parquet'."""
+    """(format, compression) from the file name: format is 'txt', 'jsonl', 'parquet' or 'arrow'."""
     name = path.name.lower()
     compression = None
     for suffix, kind in _COMPRESSIONS.items():
@@ -304,6 +494,8 @@ def _file_kind(path: Path) -> tuple[str, str | None]:
             break
     if name.endswith(".parquet"):
         return "parquet", compression
+    if name.endswith(".arrow"):
+        return "arrow", compression
     if name.endswith(_JSONL_SUFFIXES):
         return "jsonl", compression
     return "txt", compression
@@ -362,24 +554,25 @@ def _iter_records(
     """Yield (document, physical line number, whether the line ends here) for one file.
 
     A document longer than ``limit`` UTF-8 bytes comes as several pieces with the same line number,
-    all but the last with ``False``. The line number of a parquet row is its row number. ``state``
+    all but the last with ``False``. The line number of a parquet or arrow row is its row number. ``state``
     (the stream's limits) lets a text reader stop reading a line that ``max_bytes`` cannot take.
     """
     fmt, compression = _file_kind(path)
-    if fmt == "parquet":
+    if fmt in _COLUMNAR:
         if compression is not None:
             raise CorpusError(
-                f"cannot read {compression}-compressed parquet",
+                f"cannot read {compression}-compressed {fmt}",
                 path=path,
-                hint="parquet compresses internally; decompress the file first",
+                hint=f"{fmt} compresses internally; decompress the file first",
             )
         if not path.is_file():
             raise CorpusError(
-                "parquet is read by random access, which a pipe or device does not allow",
+                f"{fmt} is read by random access, which a pipe or device does not allow",
                 path=path,
-                hint="save the stream to a .parquet file and pass that",
+                hint=f"save the stream to a .{fmt} file and pass that",
             )
-        for doc, row in _iter_parquet(path, text_field, encoding_errors):
+        rows = _iter_parquet if fmt == "parquet" else _iter_arrow
+        for doc, row in rows(path, text_field, encoding_errors):
             yield from _pieces_of(doc, row, limit)
         return
     if fmt == "txt":
@@ -627,16 +820,27 @@ def _import_parquet(path: Path | str) -> Any:
     return pq
 
 
-def _iter_parquet(path: Path, text_field: str, encoding_errors: str) -> Iterator[tuple[str, int]]:
-    pq = _import_parquet(path)
+def _import_pyarrow(path: Path | str) -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.ipc  # noqa: F401  (pa.ipc is a submodule)
+    except ImportError as exc:
+        raise CorpusError(
+            "reading .arrow files and 🤗 datasets folders needs pyarrow, which is not installed",
+            path=path,
+            hint="pip install pyarrow (or 'vocabshift[datasets]'); the datasets library itself is not needed",
+        ) from exc
+    return pa
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _text_column_is_binary(schema: Any, text_field: str, path: Path) -> bool:
+    """Check that ``schema`` has a string or binary column ``text_field``; True if it is binary."""
     import pyarrow as pa
 
-    try:
-        parquet_file = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CorpusError(f"not a readable parquet file: {detail}", path=path) from exc
-    schema = parquet_file.schema_arrow
     if text_field not in schema.names:
         raise CorpusError(
             f"no column {text_field!r}; columns: {list(schema.names)}",
@@ -649,10 +853,18 @@ def _iter_parquet(path: Path, text_field: str, encoding_errors: str) -> Iterator
         raise CorpusError(
             f"column {text_field!r} has type {column_type}, expected a string column", path=path
         )
+    return is_binary
+
+
+def _column_texts(
+    columns: Iterator[Any], path: Path, text_field: str, encoding_errors: str, is_binary: bool
+) -> Iterator[tuple[str, int]]:
+    """(document, 1-based row) for the values of a column's arrays: a null is an empty document, a
+    binary value is decoded as UTF-8. At most ``_BATCH_ROWS`` values are Python strings at once."""
     row = 0
-    with parquet_file:
-        for batch in parquet_file.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=[text_field]):
-            for value in batch.column(0).to_pylist():
+    for column in columns:
+        for start in range(0, len(column), _BATCH_ROWS):
+            for value in column.slice(start, _BATCH_ROWS).to_pylist():
                 row += 1
                 if value is None:
                     yield "", row
@@ -669,6 +881,98 @@ def _iter_parquet(path: Path, text_field: str, encoding_errors: str) -> Iterator
                     yield value, row
 
 
+def _iter_parquet(path: Path, text_field: str, encoding_errors: str) -> Iterator[tuple[str, int]]:
+    pq = _import_parquet(path)
+    import pyarrow as pa
+
+    try:
+        parquet_file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorpusError(f"not a readable parquet file: {_first_line(exc)}", path=path) from exc
+    is_binary = _text_column_is_binary(parquet_file.schema_arrow, text_field, path)
+    with parquet_file:
+        batches = parquet_file.iter_batches(batch_size=_BATCH_ROWS, columns=[text_field])
+        yield from _column_texts((b.column(0) for b in batches), path, text_field, encoding_errors, is_binary)
+
+
+def _arrow_batches(source: Any, path: Path) -> tuple[Any, Iterator[Any]]:
+    """(schema, record batches) of an Arrow IPC file: the stream format, or the file format (``ARROW1``)."""
+    pa = _import_pyarrow(path)
+    try:
+        if source.read(len(_ARROW_FILE_MAGIC)) == _ARROW_FILE_MAGIC:
+            source.seek(0)
+            reader = pa.ipc.open_file(source)
+            return reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
+        source.seek(0)
+        stream = pa.ipc.open_stream(source)
+        return stream.schema, iter(stream)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorpusError(
+            f"not a readable Arrow IPC file: {_first_line(exc)}",
+            path=path,
+            hint="an .arrow file must be written by 🤗 datasets or pyarrow.ipc (stream or file format)",
+        ) from exc
+
+
+def _open_arrow(path: Path) -> Any:
+    """``path`` memory-mapped: reading a record batch maps its pages instead of copying the file."""
+    pa = _import_pyarrow(path)
+    try:
+        return pa.memory_map(os.fspath(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise CorpusError(f"cannot open file: {_first_line(exc)}", path=path) from exc
+
+
+def _iter_arrow(path: Path, text_field: str, encoding_errors: str) -> Iterator[tuple[str, int]]:
+    """(document, row) of an ``.arrow`` file, one record batch at a time, only ``text_field`` read."""
+    pa = _import_pyarrow(path)
+    with _open_arrow(path) as source:
+        schema, batches = _arrow_batches(source, path)
+        is_binary = _text_column_is_binary(schema, text_field, path)
+        index = schema.get_field_index(text_field)
+
+        def columns() -> Iterator[Any]:
+            n = 0
+            while True:
+                try:
+                    batch = next(batches, None)
+                    if batch is None:
+                        return
+                    column = batch.column(index)
+                    # Offsets and UTF-8 checked in C++ (GB/s): a damaged mapped file must be an error
+                    # naming it, not a crash or a Python error deep inside pyarrow.
+                    column.validate(full=True)
+                except (pa.ArrowException, OSError) as exc:  # a truncated or damaged file
+                    raise CorpusError(f"cannot read record batch {n} of the Arrow file: {_first_line(exc)}",
+                                      path=path, hint="the file is damaged or truncated; write it again") from exc
+                n += 1
+                yield column
+
+        yield from _column_texts(columns(), path, text_field, encoding_errors, is_binary)
+
+
+def _text_bytes(path: Path, fmt: str, text_field: str, fallback: int) -> int:
+    """The uncompressed bytes of the text column of a parquet or arrow file (its size on disk when the
+    file cannot tell): what mixing weighs, so that other columns and compression do not count."""
+    try:
+        if fmt == "parquet":
+            metadata = _import_parquet(path).read_metadata(path)  # the footer only
+            leaves = [metadata.schema.column(c).path for c in range(metadata.num_columns)]
+            if text_field not in leaves:
+                return fallback  # reading reports the missing column with the columns there are
+            column = leaves.index(text_field)
+            return sum(metadata.row_group(g).column(column).total_uncompressed_size
+                       for g in range(metadata.num_row_groups))
+        with _open_arrow(path) as source:
+            schema, batches = _arrow_batches(source, path)
+            index = schema.get_field_index(text_field)
+            if index < 0:
+                return fallback  # reading reports the missing column with the columns there are
+            return sum(batch.column(index).nbytes for batch in batches)  # headers only: the data is mapped
+    except Exception:  # noqa: BLE001  (a damaged file: reading it reports the problem, with its name)
+        return fallback
+
+
 # --------------------------------------------------------------------------------------------------
 # Sources and mixing
 
@@ -680,20 +984,31 @@ _Record = tuple[str, int, bool]  # (document, physical lines started since the l
 class _SourcePlan:
     files: list[Path]
     text_field: str
-    size: int  # bytes on disk (compressed size for compressed files)
+    size: int  # bytes on disk (compressed size for compressed files; text column bytes for parquet/arrow)
     rng: np.random.Generator  # file-order permutations of this source
 
 
 def _plan_sources(config: CorpusConfig, rngs: list[np.random.Generator] | None = None) -> list[_SourcePlan]:
     plans = []
+    # Sizes weigh sources only when several are mixed without weights; a columnar file's text bytes
+    # cost a look at its footer (parquet) or every batch header (arrow), so they are not read otherwise.
+    by_size = len(config.sources) > 1 and not all(s.weight is not None for s in config.sources)
     for i, source in enumerate(config.sources):
         files = resolve_files(source.paths)
-        parquet = [f for f in files if _file_kind(f)[0] == "parquet"]
-        if parquet:
-            _import_parquet(parquet[0])  # fail now, not after hours of reading the other files
-        size = sum(_regular_size(f, config) for f in files)
+        kinds = [_file_kind(f)[0] for f in files]
+        # fail now, not after hours of reading the other files
+        if "parquet" in kinds:
+            _import_parquet(files[kinds.index("parquet")])
+        if "arrow" in kinds:
+            _import_pyarrow(files[kinds.index("arrow")])
+        text_field = source.text_field or config.text_field
+        size = 0
+        for f, kind in zip(files, kinds, strict=True):
+            on_disk = _regular_size(f, config)
+            columnar = kind in _COLUMNAR and by_size and on_disk > 0
+            size += _text_bytes(f, kind, text_field, on_disk) if columnar else on_disk
         rng = rngs[i] if rngs is not None else np.random.default_rng(config.seed)
-        plans.append(_SourcePlan(files, source.text_field or config.text_field, size, rng))
+        plans.append(_SourcePlan(files, text_field, size, rng))
     return plans
 
 
@@ -869,8 +1184,8 @@ def _shuffle_buffer(docs: Iterator[str], size: int, rng: np.random.Generator) ->
 def iter_corpus(config: CorpusConfig) -> Iterator[str]:
     """Stream the documents of a corpus: mixed, limited and shuffled as ``config`` says.
 
-    Paths are resolved (and pyarrow checked for parquet files) when this is called; files are read
-    lazily as the iterator advances. Raises :class:`CorpusError` at the end if no document was yielded.
+    Paths are resolved (and pyarrow checked for parquet and arrow files) when this is called; files are
+    read lazily as the iterator advances. Raises :class:`CorpusError` at the end if no document was yielded.
     """
     seeds = np.random.SeedSequence(config.seed).spawn(2 + len(config.sources))
     mix_rng, shuffle_rng, *source_rngs = (np.random.default_rng(s) for s in seeds)

@@ -130,6 +130,11 @@ def input_paths(config: Any) -> list[tuple[str, Path]]:
                 with contextlib.suppress(OSError, ValueError):
                     if os.path.lexists(text):
                         found.append((name, _real(text)))
+                    elif ":" in text:  # FOLDER:SPLIT of a 🤗 datasets corpus: the folder is the input
+                        from vocabshift.corpus import split_spec
+
+                        if (named := split_spec(text)) is not None:
+                            found.append((name, _real(named[0])))
             return
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):

@@ -43,7 +43,7 @@ from vocabshift.config import (
     to_json_data,
     validate_dict,
 )
-from vocabshift.corpus import CorpusConfig, CorpusSource, resolve_files
+from vocabshift.corpus import CorpusConfig, CorpusSource, is_datasets_folder, resolve_files, split_spec
 from vocabshift.errors import ConfigError, OutputExistsError, VocabshiftError
 from vocabshift.outputs import input_paths, output_guard, refuse_overlap, write_text_atomic
 
@@ -65,8 +65,8 @@ class LanguageConfig(ConfigMixin):
 
     code: str = field(metadata={"help": "Language code (ISO 639-3 preferred), e.g. swh, amh, spa."})
     corpus: list[str] = field(metadata={
-        "help": "Text files, directories or globs (txt/jsonl/parquet, compressed too), or sample:NAME for a "
-                "text shipped with vocabshift."})
+        "help": "Text files, directories or globs (txt/jsonl/parquet/arrow, compressed too), 🤗 datasets folders "
+                "(FOLDER:SPLIT picks a split), or sample:NAME for a text shipped with vocabshift."})
     weight: float | None = field(default=None, metadata={
         "help": "Sampling weight against the other languages (default: by size, smoothed by temperature)."})
     scripts: list[str] | None = field(default=None, metadata={
@@ -371,7 +371,8 @@ def _check_input(spec: str, base: Path, where: str) -> None:
             raise ConfigError(f"{where}: {spec}: {err}") from err
         return
     path = _resolve_path(spec, base)
-    if any(c in path for c in "*?["):
+    if any(c in path for c in "*?[") or split_spec(path) is not None or is_datasets_folder(path):
+        # a glob, or a 🤗 datasets folder (its split, its state.json) is checked now, not stages later
         try:
             resolve_files([path])
         except VocabshiftError as err:
@@ -406,11 +407,18 @@ def _resolved(config: AdaptConfig, base: Path) -> AdaptConfig:
 
 
 def _fingerprint(paths: list[str]) -> list[list[Any]]:
-    """(path, size, mtime) of every file under ``paths``: a changed input changes the stage key."""
+    """(path, size, mtime) of every file under ``paths``: a changed input changes the stage key.
+
+    A 🤗 datasets folder counts the data files that are read (not the ``cache-*.arrow`` files that
+    ``datasets`` may write beside them, nor the other splits).
+    """
     out = []
     for spec in paths:
         p = Path(spec)
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else resolve_files([spec])
+        if p.is_dir() and not is_datasets_folder(p):
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+        else:
+            files = resolve_files([spec])
         for f in files:
             st = f.stat()
             out.append([str(f), st.st_size, st.st_mtime_ns])

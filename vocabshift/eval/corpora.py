@@ -22,7 +22,7 @@ DEFAULT_CORPUS_NAME = "heldout"  # several paths, a directory or a glob given wi
 FORGETTING_NAME = "source language (forgetting)"  # the row of --source-corpus text
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SPEC = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})=(.+)$")
-_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".txt", ".jsonl", ".json", ".parquet")
+_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".txt", ".jsonl", ".json", ".parquet", ".arrow")
 
 
 def check_corpus_name(name: Any, where: str = "corpus name") -> str:
