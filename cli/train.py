@@ -40,7 +40,8 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def train(
     model: str = typer.Option(None, "--model", help=_h(_T, "model")),
     corpus: list[str] = typer.Option(None, "--corpus", help="Training text: files, directories or globs "
-                                     "(.txt, .jsonl, .parquet; .gz/.xz/.bz2/.zst). Several may follow one --corpus."),
+                                     "(.txt, .jsonl, .parquet, .arrow, 🤗 datasets folders with FOLDER:SPLIT; "
+                                     ".gz/.xz/.bz2/.zst). Several may follow one --corpus."),
     more_corpus: list[str] = typer.Argument(None, hidden=True, help="More corpus paths after --corpus."),
     out: Path = typer.Option(None, "--out", help=_h(_T, "out")),
     config: Path = typer.Option(None, "--config", help="YAML recipe with TrainConfig keys; flags override it."),
