@@ -13,12 +13,18 @@ custom code.
 With ``verify`` (the default), the written model is loaded back and its logits on a probe batch are
 compared with the trained model's before merging (fp32 exports must agree to 1e-3; bf16/fp16
 exports only report the difference).
+
+With ``gguf``, the written folder is also converted to one GGUF file for llama.cpp / ollama
+(:mod:`vocabshift.gguf_export`, which reads the source's pre-tokenizer name through the run's model
+folder) and, with ``verify``, loaded back with transformers and compared with the exported model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +34,10 @@ from vocabshift.config import ConfigMixin
 from vocabshift.errors import ConfigError, ModelError
 from vocabshift.outputs import (
     atomic_output_dir,
+    atomic_output_file,
     check_output_path,
     input_paths,
+    output_guard,
     refuse_overlap,
     writes_output,
 )
@@ -60,11 +68,23 @@ class ExportConfig(ConfigMixin):
         "help": "Weights dtype: auto (the run's model's dtype), float32, bfloat16 or float16."})
     verify: bool = field(default=True, metadata={
         "help": "Reload the written model and compare its logits with the trained model's."})
-    force: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
+    gguf: str | None = field(default=None, metadata={
+        "help": "Also write the model as one GGUF file for llama.cpp / ollama (Llama, Mistral, Qwen2, SmolLM2)."})
+    gguf_type: str = field(default="auto", metadata={
+        "help": "GGUF tensor type: auto (as the exported weights), f32, f16, bf16 or q8_0."})
+    gguf_pre: str | None = field(default=None, metadata={
+        "help": "llama.cpp pre-tokenizer name for the GGUF (default: the source model's; see docs/use-with/llama-cpp.md)."})
+    force: bool = field(default=False, metadata={"help": "Replace an existing output directory (and GGUF file)."})
 
     def __post_init__(self) -> None:
+        from vocabshift.gguf_export import check_gguf_pre, check_gguf_type
+
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        check_gguf_type(self.gguf_type)
+        check_gguf_pre(self.gguf_pre)
+        if self.gguf is not None and not str(self.gguf).strip():
+            raise ConfigError("gguf must name a file (or be left out)")
 
 
 @dataclass
@@ -144,16 +164,22 @@ def export(config: ExportConfig) -> ExportResult:
 
     t0 = time.perf_counter()
     out = check_output_path(config.out, config.force)
+    gguf_path, gguf_inside = _gguf_output(config, out)
     run_dir = Path(config.run)
     run = read_run(run_dir)
     ckpt = resolve_checkpoint(run_dir, config.checkpoint)
     train_config = TrainConfig.from_dict(run["config"])
     model_dir = Path(run["model"]["path"])
     # The run's model is an input too, although only run.json names it.
-    refuse_overlap(out, [("model", model_dir)] + [("corpus", p) for _, p in input_paths(train_config)])
+    inputs = [("model", model_dir)] + [("corpus", p) for _, p in input_paths(train_config)]
+    refuse_overlap(out, inputs)
     if not model_dir.is_dir():
         raise ConfigError("the run's model directory is gone", path=model_dir,
                           hint="export needs the model the run trained (its frozen weights are not in the run)")
+    if gguf_path is not None:
+        from vocabshift.gguf_export import check_gguf_model
+
+        check_gguf_model(model_dir, config.gguf_pre)  # a BERT, or no pre-tokenizer name: say so before merging
 
     model = load_for_training(model_dir, train_config.attn_implementation)
     saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
@@ -185,7 +211,12 @@ def export(config: ExportConfig) -> ExportResult:
         "final_metrics": _final_metrics(metrics), "stages": _stage_reports(model_dir),
     }
 
-    with atomic_output_dir(out, force=config.force) as tmp:
+    with contextlib.ExitStack() as outputs:
+        gguf_tmp = None
+        if gguf_path is not None and not gguf_inside:  # a file of its own: locked, checked, renamed in last
+            outputs.enter_context(output_guard(gguf_path, [*inputs, ("run", run_dir)]))
+            gguf_tmp = outputs.enter_context(atomic_output_file(gguf_path, force=config.force))
+        tmp = outputs.enter_context(atomic_output_dir(out, force=config.force))
         if config.save_adapter:
             report["adapter"] = _save_adapter(setup, tmp / ADAPTER_DIR)
         merged = merge_for_export(setup)
@@ -204,12 +235,43 @@ def export(config: ExportConfig) -> ExportResult:
         del merged
         if config.verify:
             report["verify"] = _verify(tmp, probe, reference, dtype, layout.tied)
+        if gguf_path is not None:
+            report["gguf"] = _write_gguf(config, tmp, gguf_tmp or tmp / gguf_path.relative_to(os.path.abspath(out)),
+                                         model_dir, out.name)
+            report["gguf"]["file"] = str(gguf_path)
         report["seconds"] = round(time.perf_counter() - t0, 3)
         (tmp / "README.md").write_text(model_card(report), encoding="utf-8")
         (tmp / EXPORT_REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str),
                                               encoding="utf-8")
     log.info("exported %s (%s, step %d) -> %s in %.1f s", run_dir, ckpt.name, state["step"], out, report["seconds"])
     return ExportResult(out=out, report=report)
+
+
+def _gguf_output(config: ExportConfig, out: Path) -> tuple[Path | None, bool]:
+    """The GGUF file to write (None when not asked) and whether it lies inside the output directory
+    (then it is written there, as part of that directory's atomic write)."""
+    if config.gguf is None:
+        return None, False
+    path = Path(os.path.abspath(config.gguf))
+    root = Path(os.path.abspath(out))
+    if path == root:
+        raise ConfigError("the GGUF file cannot be the output directory itself", path=config.gguf,
+                          hint="name a file, e.g. --gguf model.gguf or --gguf OUT/model.gguf")
+    if path.is_relative_to(root):
+        return path, True
+    check_output_path(path, config.force)
+    return path, False
+
+
+def _write_gguf(config: ExportConfig, folder: Path, target: Path, model_dir: Path, name: str) -> dict[str, Any]:
+    """Write the exported folder as GGUF at ``target``; the run's model folder says where its vocabulary came from."""
+    from vocabshift.gguf_export import verify_gguf, write_gguf
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    report = write_gguf(folder, target, gguf_type=config.gguf_type, pre=config.gguf_pre, name=name, origin=model_dir)
+    if config.verify:
+        report["verify"] = verify_gguf(target, folder, report["type"])
+    return report
 
 
 def _save_adapter(setup: Any, directory: Path) -> dict[str, Any]:
@@ -360,6 +422,17 @@ def model_card(report: dict[str, Any]) -> str:
     if verify:
         lines += ["", f"Export check: the reloaded model's logits are within {verify['max_abs_logit_difference']:.1e} "
                       "of the trained model's."]
+    gguf = report.get("gguf")
+    if gguf:
+        name = Path(gguf["file"]).name
+        lines += ["", "## GGUF", "",
+                  f"`{name}`: {gguf['architecture']} architecture, {gguf['type']} tensors, tokenizer "
+                  f"`{gguf['tokenizer']['model']}` with pre-tokenizer `{gguf['tokenizer']['pre']}`; run it with "
+                  f"`llama-cli -m {name}` (see vocabshift docs/use-with/llama-cpp.md)."]
+        check = gguf.get("verify")
+        if check:
+            lines.append(f"Loaded back with transformers: logits within {check['max_abs_logit_difference']:.1e} of "
+                         f"the exported model's, argmax agreement {check['argmax_agreement']:.3f}.")
     return "\n".join(lines) + "\n"
 
 

@@ -95,6 +95,31 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def atomic_output_file(out: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of the file ``out`` to write; on success it is renamed over ``out``.
+
+    The temporary name ends in ``out``'s suffix, so readers that go by it (transformers with a ``.gguf``)
+    can check the file before it is renamed. On any exception it is removed and ``out`` is left as it was.
+    """
+    out = check_output_path(out, force)
+    if out.is_dir():
+        raise OutputExistsError("output is a directory, not a file", path=out, hint="name a file to write")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp makes it private)
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def empty_output_dir(out: str | Path, force: bool = False) -> Path:
     """A missing or empty directory to write files into (often a stage's temporary output directory);
     a directory with files in it is refused unless ``force``."""
@@ -216,7 +241,7 @@ def _recover_leftovers(out: Path) -> None:
     """Clean up after a writer of ``out`` that was killed (SIGKILL, power loss): we hold the lock, so
     every temporary sibling belongs to a dead process. A killed swap in :func:`atomic_output_dir` may
     have moved the old output aside without renaming the new one in: the old one is put back."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-[A-Za-z0-9_]{{8}}")
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-[A-Za-z0-9_]{{8}}({re.escape(out.suffix)})?")
     try:
         siblings = [p for p in out.parent.iterdir() if pattern.fullmatch(p.name)]
     except OSError:
@@ -225,7 +250,11 @@ def _recover_leftovers(out: Path) -> None:
         saved = leftover / "old"
         if leftover.name.startswith(f".{out.name}.old-") and saved.is_dir() and not os.path.lexists(out):
             os.rename(saved, out)
-        shutil.rmtree(leftover, ignore_errors=True)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:  # a file's temporary sibling (atomic_output_file)
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 @contextlib.contextmanager
