@@ -293,6 +293,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="also run vocabshift with compile: true")
     parser.add_argument("--baseline-embeddings", choices=["requires_grad", "modules_to_save"], default="requires_grad")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/benchmarks.md alone")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows, the ratio and the table to "
+                        "this JSON file (benchmarks/gpu_suite.sh reads it)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cuda = args.device == "cuda"
@@ -334,8 +336,16 @@ def main(argv: list[str] | None = None) -> None:
         spread = best["tokens_per_second"] / min(r["tokens_per_second"] for r in results)
         rows.append({"impl": impl, **best, "spread": spread})
     args.load = (min(loads), max(loads))
-    section = render(args, rows, machine(args.device))
+    where = machine(args.device)
+    section = render(args, rows, where)
     print(section)
+    if args.json:
+        base = next(r for r in rows if r["impl"] == "baseline")
+        ratio = max(r["tokens_per_second"] for r in rows if r["impl"] != "baseline") / base["tokens_per_second"]
+        settings = {k: getattr(args, k) for k in ("device", "model", "seq_len", "batch_size", "steps", "warmup",
+                                                  "repeats", "compile", "baseline_embeddings")}
+        args.json.write_text(json.dumps({"settings": settings, "machine": where, "goal": GOAL, "ratio": ratio,
+                                         "rows": rows, "markdown": section}, indent=1) + "\n")
     if not args.no_write:
         write_doc(section)
         log(f"wrote {DOC}")

@@ -291,7 +291,8 @@ def child_vocabshift(spec: dict[str, Any]) -> dict[str, Any]:
     steps.wrap(checkpoint, "save_model", "write the model (safetensors)")
     options = dict(spec.get("options") or {})
     kwargs: dict[str, Any] = {"method": spec["method"], "model": spec["model"], "tokenizer": spec["tokenizer"],
-                              "out": spec["out_model"], "device": "cpu", "force": True, "options": options}
+                              "out": spec["out_model"], "device": spec.get("device", "cpu"), "force": True,
+                              "options": options}
     if spec["method"] == "wechsel":
         kwargs.update(source_vectors=spec["source_vectors"], target_vectors=spec["target_vectors"])
         if spec.get("aligned"):
@@ -822,6 +823,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1, help="runs per case (minimum time reported)")
     parser.add_argument("--threads", type=int, default=2, help="fastText / tokenization threads of FOCUS")
     parser.add_argument("--vocab-size", type=int, default=32_000, help="target tokenizer size")
+    parser.add_argument("--device", default="cpu", help="where vocabshift computes (cpu, cuda); the packages "
+                        "run as they do")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(ROOT)}")
     parser.add_argument("--reuse", action="store_true",
                         help="do not run anything: report the runs of the last invocation again (after a change "
@@ -883,7 +886,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(spec["out_model"], ignore_errors=True)
         return r
 
-    common = {"model": str(model), "tokenizer": str(tokenizer), "threads": args.threads}
+    common = {"model": str(model), "tokenizer": str(tokenizer), "threads": args.threads, "device": args.device}
     for rep in range(0 if args.reuse else args.repeats):
         if "wechsel" in args.methods:
             wspec = {**common, "source_vectors": str(ft_eng), "target_vectors": str(ft_spa),
