@@ -344,3 +344,12 @@ def test_config_validation():
     cfg = TrainConfig.from_dict({"model": "m", "corpus": {"sources": [{"paths": ["x"]}]}, "out": "o",
                                  "max_tokens": 1000, "lora": {"r": 4}, "data": {"seq_len": 64}})
     assert cfg.lora.r == 4 and cfg.data.seq_len == 64 and TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_second_run_in_the_same_process_gets_its_own_settings(models, spanish, tmp_path):
+    """accelerate's process-wide state must not carry the first run's settings into the next (it
+    refused a different mixed precision, and silently dropped compile)."""
+    first = train(train_config(models["llama_tied"], spanish, tmp_path / "a", max_steps=1, mixed_precision="no"))
+    assert first.status == "completed"
+    second = train(train_config(models["llama_tied"], spanish, tmp_path / "b", max_steps=1, mixed_precision="bf16"))
+    assert second.status == "completed" and math.isfinite(second.metrics["loss"])

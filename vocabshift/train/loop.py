@@ -308,6 +308,13 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
         acc_kwargs["log_with"] = make_trackers(config.log_with, run_dir)
     if config.compile:
         acc_kwargs["dynamo_backend"] = "inductor"
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # accelerate keeps one process-wide state: a second train() in the same process (a notebook, a
+        # sweep, the tests) would silently keep the first run's settings (compile, mixed precision).
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     accelerator = Accelerator(**acc_kwargs)
     main = accelerator.is_main_process
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes") and \
