@@ -16,6 +16,12 @@ from cli.main import main
 from tests.conftest import udhr_lines
 
 
+def _console_script() -> str:
+    """The ``vocabshift`` script of this interpreter's environment (another one may come first on PATH)."""
+    beside = Path(sys.executable).parent / "vocabshift"
+    return str(beside) if beside.exists() else (shutil.which("vocabshift") or str(beside))
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     try:
         main([str(a) for a in args])
@@ -27,7 +33,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_console_script_version_and_help():
-    exe = shutil.which("vocabshift") or str(Path(sys.executable).parent / "vocabshift")
+    exe = _console_script()
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("vocabshift ")
     helptext = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
@@ -145,7 +151,7 @@ def test_unsupported_tokenizer_cli(capsys, tmp_path, spanish):
 
 
 def test_debug_shows_traceback(tmp_path, spanish):
-    exe = shutil.which("vocabshift") or str(Path(sys.executable).parent / "vocabshift")
+    exe = _console_script()
     proc = subprocess.run([exe, "--debug", "tokenizer", "train", "--source", str(tmp_path / "nope"), "--corpus",
                            str(spanish), "--vocab-size", "600", "--out", str(tmp_path / "o")],
                           capture_output=True, text=True)
