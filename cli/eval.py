@@ -11,9 +11,10 @@ from pathlib import Path
 
 import typer
 
-from cli.options import corpus_config, field_help
 from vocabshift.corpus import CorpusConfig
 from vocabshift.eval.config import EvalConfig
+
+from .options import corpus_config, field_help
 
 _E, _C = EvalConfig, CorpusConfig
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from cli.options import field_help
 from vocabshift.export import ExportConfig
+
+from .options import field_help
 
 _E = ExportConfig
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import typer
 import yaml
 
-from cli.options import corpus_config, field_help
 from vocabshift.errors import ConfigError
 from vocabshift.init.apply import InitConfig
+
+from .options import corpus_config, field_help
 
 _C = InitConfig
 

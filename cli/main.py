@@ -20,17 +20,17 @@ from typer.core import TyperGroup
 # configs behind the options import heavy libraries, and `vocabshift --help` must start at once. The
 # one-line summaries below are what `vocabshift --help` lists (a test loads every command and checks
 # that its summary fits an 80-column terminal).
-COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (module, attribute, summary)
-    "adapt": ("cli.adapt", "adapt", "Adapt a model to new languages from one recipe (all stages)."),
-    "prune": ("cli.vocab", "prune", "Drop tokens of unused scripts (MAFT) or rare tokens."),
-    "extend": ("cli.vocab", "extend", "Add the target tokenizer's tokens the source lacks."),
-    "init": ("cli.init", "init", "Give a model the target vocabulary, with initialized rows."),
-    "train": ("cli.train", "train", "Continue pretraining: LoRA adapters + embeddings."),
-    "export": ("cli.export", "export", "Merge a training run into a plain checkpoint (or GGUF)."),
-    "eval": ("cli.eval", "eval", "Compare an adapted model with its baseline."),
-    "tokenizer": ("cli.tokenizer", "app", "Train target-language tokenizers and compare them."),
-    "vectors": ("cli.vectors", "app", "Train and align static word vectors."),
-    "data": ("cli.data", "app", "Data manifests: corpora, vectors, dictionaries, models."),
+COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (module within this package, attribute, summary)
+    "adapt": (".adapt", "adapt", "Adapt a model to new languages from one recipe (all stages)."),
+    "prune": (".vocab", "prune", "Drop tokens of unused scripts (MAFT) or rare tokens."),
+    "extend": (".vocab", "extend", "Add the target tokenizer's tokens the source lacks."),
+    "init": (".init", "init", "Give a model the target vocabulary, with initialized rows."),
+    "train": (".train", "train", "Continue pretraining: LoRA adapters + embeddings."),
+    "export": (".export", "export", "Merge a training run into a plain checkpoint (or GGUF)."),
+    "eval": (".eval", "eval", "Compare an adapted model with its baseline."),
+    "tokenizer": (".tokenizer", "app", "Train target-language tokenizers and compare them."),
+    "vectors": (".vectors", "app", "Train and align static word vectors."),
+    "data": (".data", "app", "Data manifests: corpora, vectors, dictionaries, models."),
 }
 
 
@@ -39,7 +39,8 @@ def load_command(name: str) -> click.Command:
     import importlib
 
     module, attribute, summary = COMMANDS[name]
-    target = getattr(importlib.import_module(module), attribute)
+    # relative: the package is `cli` in the source tree and `vocabshift_cli` once installed
+    target = getattr(importlib.import_module(module, __package__), attribute)
     if isinstance(target, typer.Typer):
         target._add_completion = False  # one completion setting, the root's (off)
         command = typer.main.get_command(target)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
-from cli.options import corpus_config, field_help
 from vocabshift.config import TokenizerTrainConfig
 from vocabshift.corpus import CorpusConfig
+
+from .options import corpus_config, field_help
 
 app = typer.Typer(help="Train target-language tokenizers and compare tokenizers on text.", no_args_is_help=True)
 

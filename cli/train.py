@@ -13,10 +13,11 @@ from typing import Any
 
 import typer
 
-from cli.options import corpus_config, field_help
 from vocabshift.config import load_yaml, to_dict
 from vocabshift.train.config import LoraSettings, TrainConfig
 from vocabshift.train.data_config import DataConfig
+
+from .options import corpus_config, field_help
 
 _T, _L, _D = TrainConfig, LoraSettings, DataConfig
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import typer
 
-from cli.options import corpus_config, field_help
 from vocabshift.corpus import CorpusConfig
 from vocabshift.vectors.config import VectorsAlignConfig, VectorsTrainConfig
 from vocabshift.vectors.train import FOCUS_FASTTEXT
+
+from .options import corpus_config, field_help
 
 app = typer.Typer(help="Train fastText vectors and align two languages' vectors into one space.",
                   no_args_is_help=True)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from cli.options import corpus_config, field_help
 from vocabshift.vocabulary import ExtendConfig, PruneConfig
+
+from .options import corpus_config, field_help
 
 _P = PruneConfig
 _E = ExtendConfig
