@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import typer
 
 from vocabshift.export import ExportConfig
 
-from .options import field_help
+from .options import ConfigOptions, config_options
 
-_E = ExportConfig
+OPTIONS = ConfigOptions(ExportConfig, paths=frozenset({"run", "out", "gguf"}))
 
 
-def export(
-    run: Path = typer.Option(..., "--run", help=field_help(_E, "run")),
-    out: Path = typer.Option(..., "--out", help=field_help(_E, "out")),
-    checkpoint: str = typer.Option(None, "--checkpoint", help=field_help(_E, "checkpoint")),
-    save_adapter: bool = typer.Option(False, "--save-adapter", help=field_help(_E, "save_adapter")),
-    dtype: str = typer.Option("auto", "--dtype", help=field_help(_E, "dtype")),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help=field_help(_E, "verify")),
-    gguf: Path = typer.Option(None, "--gguf", help=field_help(_E, "gguf")),
-    gguf_type: str = typer.Option("auto", "--gguf-type", help=field_help(_E, "gguf_type")),
-    gguf_pre: str = typer.Option(None, "--gguf-pre", help=field_help(_E, "gguf_pre")),
-    force: bool = typer.Option(False, "--force", help=field_help(_E, "force")),
-) -> None:
+@config_options(OPTIONS)
+def export(*, given: dict[str, Any]) -> None:
     """Merge LoRA into the weights, materialize factorized embeddings, write safetensors + tokenizer + card
     (and, with --gguf, one GGUF file for llama.cpp / ollama)."""
     from vocabshift.export import export as run_export
 
-    result = run_export(ExportConfig(run=str(run), out=str(out), checkpoint=checkpoint, save_adapter=save_adapter,
-                                     dtype=dtype, verify=verify, gguf=None if gguf is None else str(gguf),
-                                     gguf_type=gguf_type, gguf_pre=gguf_pre, force=force))
+    result = run_export(ExportConfig(**given))
     report = result.report
     check = report.get("verify")
     typer.echo(f"exported {report['checkpoint']} ({report['tokens'] or 0:,} tokens, {report['dtype']}, "

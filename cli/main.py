@@ -16,8 +16,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-# Each subcommand's module is imported only when that subcommand runs (or shows its help): the stage
-# configs behind the options import heavy libraries, and `vocabshift --help` must start at once. The
+# Each subcommand's module is imported only when that subcommand runs (or shows its help), so that
+# `vocabshift --help` starts at once: the stage configs behind the options are torch-free, not free. The
 # one-line summaries below are what `vocabshift --help` lists (a test loads every command and checks
 # that its summary fits an 80-column terminal).
 COMMANDS: dict[str, tuple[str, str, str]] = {  # name: (module within this package, attribute, summary)

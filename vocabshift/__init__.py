@@ -26,11 +26,11 @@ from vocabshift.tokenization.stats import tokenizer_stats
 from vocabshift.tokenization.train import train_tokenizer
 
 _LAZY = {
-    "prune": "vocabshift.vocabulary", "extend": "vocabshift.vocabulary", "PruneConfig": "vocabshift.vocabulary",
-    "ExtendConfig": "vocabshift.vocabulary",
+    "prune": "vocabshift.vocabulary", "extend": "vocabshift.vocabulary", "PruneConfig": "vocabshift.vocabulary_config",
+    "ExtendConfig": "vocabshift.vocabulary_config",
     "train_vectors": "vocabshift.vectors", "align_vectors": "vocabshift.vectors", "load_vectors": "vocabshift.vectors",
     "VectorsTrainConfig": "vocabshift.vectors", "VectorsAlignConfig": "vocabshift.vectors",
-    "init_model": "vocabshift.init.apply", "InitConfig": "vocabshift.init.apply",
+    "init_model": "vocabshift.init.apply", "InitConfig": "vocabshift.init.config",
     "list_init_methods": "vocabshift.init.registry",
     "train": "vocabshift.train.loop", "TrainConfig": "vocabshift.train.config",
     "export": "vocabshift.export", "ExportConfig": "vocabshift.export",

@@ -42,7 +42,7 @@ from vocabshift.init._common import (
 )
 from vocabshift.init.base import FALLBACK, REQUIRES_TARGET_TOKEN, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
-from vocabshift.vectors.train import FOCUS_FASTTEXT
+from vocabshift.vectors.config import FOCUS_FASTTEXT
 
 log = logging.getLogger(__name__)
 

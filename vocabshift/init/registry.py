@@ -1,8 +1,8 @@
 """The registry of embedding initialization methods: one name -> function, config class, paper.
 
 A method is a function ``fn(inputs: InitInputs, config: XConfig) -> InitResult`` in its own module,
-registered with :func:`register_init_method`; :mod:`vocabshift.init` imports every method module
-explicitly, so ``REGISTERED_INIT_METHODS`` is complete once ``vocabshift.init`` is imported.
+registered with :func:`register_init_method`; the end of this module imports every method module
+explicitly, so ``REGISTERED_INIT_METHODS`` is complete once this module is imported.
 :func:`run_init_method` is the one way the rest of vocabshift calls a method: it validates the
 inputs against what the method ``requires``, runs it, checks the result and records statistics.
 """
@@ -171,3 +171,18 @@ def run_init_method(name: str, inputs: InitInputs, config: Any = None) -> InitRe
     counts = ", ".join(f"{result.info['counts'][n]} {n}" for n in ORIGIN_NAMES.values())
     log.info("init %s: %d target rows (%s)", name, inputs.n_target, counts)
     return result
+
+
+# Every method module registers itself on import; importing them here, explicitly, is what makes the
+# registry complete whenever it is imported. Last in this module: each of them imports the decorator above.
+from vocabshift.init import (  # noqa: E402, F401, I001  (registration)
+    distill,
+    factorized,
+    focus,
+    fvt,
+    mean,
+    ofa,
+    omp,
+    random,
+    wechsel,
+)

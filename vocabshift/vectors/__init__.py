@@ -9,45 +9,34 @@
   :func:`load_aligned`, :func:`load_pair`;
 - :mod:`~vocabshift.vectors.token_vectors`: :func:`token_vectors` (WECHSEL's token vectors).
 
-See ``docs/vectors.md``.
+See ``docs/vectors.md``. The names below load on first use: importing :mod:`vocabshift.vectors.config`
+(the stage's settings) does not import torch.
 """
 
 from __future__ import annotations
 
-from vocabshift.vectors.align import (
-    AlignmentResult,
-    align_vectors,
-    check_dims,
-    load_aligned,
-    load_pair,
-    precision_at_1,
-    procrustes,
-    refine_alignment,
-)
-from vocabshift.vectors.config import VectorsAlignConfig, VectorsTrainConfig
-from vocabshift.vectors.dictionary import load_dictionary
-from vocabshift.vectors.static import StaticVectors, load_vectors, save_vectors, vector_file_info
-from vocabshift.vectors.token_vectors import token_vectors
-from vocabshift.vectors.train import token_id_vectors, train_token_vectors, train_vectors
+from typing import Any
 
-__all__ = [
-    "AlignmentResult",
-    "StaticVectors",
-    "VectorsAlignConfig",
-    "VectorsTrainConfig",
-    "align_vectors",
-    "check_dims",
-    "load_aligned",
-    "load_dictionary",
-    "load_pair",
-    "load_vectors",
-    "precision_at_1",
-    "procrustes",
-    "refine_alignment",
-    "save_vectors",
-    "token_id_vectors",
-    "token_vectors",
-    "train_token_vectors",
-    "train_vectors",
-    "vector_file_info",
-]
+# Eager (it is torch-free): the function shares its module's name, and the module, once imported from
+# anywhere, would otherwise shadow the lazily loaded function as the attribute `token_vectors`.
+from vocabshift.vectors.token_vectors import token_vectors as token_vectors
+
+_LAZY = {
+    **dict.fromkeys(("AlignmentResult", "align_vectors", "check_dims", "load_aligned", "load_pair", "precision_at_1",
+                     "procrustes", "refine_alignment"), "vocabshift.vectors.align"),
+    **dict.fromkeys(("VectorsAlignConfig", "VectorsTrainConfig"), "vocabshift.vectors.config"),
+    "load_dictionary": "vocabshift.vectors.dictionary",
+    **dict.fromkeys(("StaticVectors", "load_vectors", "save_vectors", "vector_file_info"), "vocabshift.vectors.static"),
+    **dict.fromkeys(("token_id_vectors", "train_token_vectors", "train_vectors"), "vocabshift.vectors.train"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vocabshift.vectors' has no attribute {name!r}")
+
+
+__all__ = sorted([*_LAZY, "token_vectors"])

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from vocabshift.config import ConfigMixin
 from vocabshift.corpus import CorpusConfig
 from vocabshift.errors import ConfigError
 
-__all__ = ["VectorsAlignConfig", "VectorsTrainConfig"]
+__all__ = ["FOCUS_FASTTEXT", "VectorsAlignConfig", "VectorsTrainConfig"]
 
 FASTTEXT_MODELS = ("skipgram", "cbow")
+# Token-level fastText as FOCUS's reference implementation trains it (deepfocus 1.0: CBOW, "closer to
+# masked LM", dim 100, 3 epochs, 10 negatives); min_count 5 instead of its 10 (docs/init.md says why).
+FOCUS_FASTTEXT: dict[str, Any] = {"model": "cbow", "dim": 100, "epochs": 3, "min_count": 5, "neg": 10}
 
 
 def _positive(name: str, value: int | float) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from vocabshift.corpus import CorpusConfig, iter_corpus, plain_text_files
 from vocabshift.errors import DiskFullError, VectorsError
 from vocabshift.outputs import check_output_path, writes_output
-from vocabshift.vectors.config import VectorsTrainConfig
+from vocabshift.vectors.config import FOCUS_FASTTEXT, VectorsTrainConfig
 from vocabshift.vectors.static import StaticVectors, load_vectors
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 __all__ = ["FOCUS_FASTTEXT", "TOKEN_WORD", "token_id_vectors", "train_token_vectors", "train_vectors"]
 
 TOKEN_WORD = re.compile(r"t(\d+)")  # how train_token_vectors spells token id i: "t<i>"
-# Token-level fastText as FOCUS's reference implementation trains it (deepfocus 1.0: CBOW, "closer to
-# masked LM", dim 100, 3 epochs, 10 negatives); min_count 5 instead of its 10 (docs/init.md says why).
-FOCUS_FASTTEXT: dict[str, Any] = {"model": "cbow", "dim": 100, "epochs": 3, "min_count": 5, "neg": 10}
 _ENCODE_BATCH = 1024  # documents per tokenizer batch
 
 
