@@ -382,7 +382,7 @@ def test_wheel_ships_the_manifests_and_data_list_works_installed(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, cwd=tmp_path)
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    code = ("import sys, vocabshift; from cli.main import main; print(vocabshift.__file__); "
+    code = ("import sys, vocabshift; from vocabshift_cli.main import main; print(vocabshift.__file__); "
             "main(['data', 'list', '--json'])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -172,3 +172,38 @@ def test_lean_safetensors_path_equals_in_memory_path(tmp_path, multilingual_bpe,
     for key in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings"):
         assert ca.get(key) == cb.get(key), key
     _check_pruned(source, lean.out, cls, LATIN_TEXTS[:4])
+
+
+@pytest.mark.parametrize("failing", ["tokenizer files", "weights"])
+def test_a_failure_on_either_thread_leaves_nothing(tmp_path, multilingual_bpe, failing, monkeypatch):
+    """prune() writes the weights on a second thread while the tokenizer files are written: a failure on
+    either side is raised as it is, after the other side has stopped, and leaves no output behind."""
+    import vocabshift.surgery.row_prune as row_prune
+    import vocabshift.tokenization.prune as tprune
+
+    source = _pico_llama(multilingual_bpe, tmp_path / "src", tied=True)
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(row_prune if failing == "weights" else tprune,
+                        "prune_rows" if failing == "weights" else "write_pruned_tokenizer_files", fail)
+    out = tmp_path / "out"
+    from vocabshift.errors import DiskFullError
+
+    with pytest.raises(DiskFullError, match="no space left on device.*nothing was replaced"):
+        prune(PruneConfig(model=str(source), out=str(out), keep_scripts=["Latin"]))
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no temporary directory left either
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "vocabshift-prune-weights"]
+
+
+def test_prune_report_names_the_weights_path(tmp_path, multilingual_bpe):
+    source = _pico_llama(multilingual_bpe, tmp_path / "src", tied=False)
+    result = prune(PruneConfig(model=str(source), out=str(tmp_path / "out"), keep_scripts=["Latin"]))
+    report = json.loads((result.out / "prune_report.json").read_text())
+    assert report["model"]["path"] == "lean (safetensors rows, no model)"
+    assert report["model"]["vocab_size"] == report["vocab_size"] == len(result.id_map)
+    assert list(report)[:6] == ["stage", "source", "config", "source_vocab_size", "vocab_size", "tokens"]

@@ -149,7 +149,7 @@ def export(config: ExportConfig) -> ExportResult:
     from transformers import AutoTokenizer
 
     from vocabshift.surgery.checkpoint import parameter_count, save_model
-    from vocabshift.surgery.locate import locate
+    from vocabshift.surgery.layout import locate
     from vocabshift.train.checkpoint import (
         STATE_FILE,
         TRAINABLE_FILE,
@@ -309,7 +309,7 @@ def _verify(directory: Path, probe: Any, reference: Any, dtype: Any, tied: bool)
 
     from vocabshift.safe_loading import LOAD_KWARGS
     from vocabshift.surgery.checkpoint import model_class_for
-    from vocabshift.surgery.locate import locate
+    from vocabshift.surgery.layout import locate
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()

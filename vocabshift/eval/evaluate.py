@@ -197,7 +197,7 @@ def _load_model(path: Path, role: str, dtype: str, device: Any) -> Any:
 
 def _size(model: Any, tokenizer: Any, path: Path) -> SizeResult:
     from vocabshift.surgery.checkpoint import directory_size, parameter_count
-    from vocabshift.surgery.locate import locate
+    from vocabshift.surgery.layout import locate
 
     layout = locate(model)
     emb = model.get_parameter(layout.input_weight).numel()

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vocabshift.errors import ConfigError, IdMapError, ModelError
-from vocabshift.surgery.locate import EmbeddingLayout, describe_tie_mismatch, locate
+from vocabshift.surgery.layout import EmbeddingLayout, describe_tie_mismatch, locate
 
 log = logging.getLogger(__name__)
 

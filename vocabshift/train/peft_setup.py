@@ -37,7 +37,7 @@ from torch import nn
 
 from vocabshift.errors import ConfigError, ModelError
 from vocabshift.surgery.factorized import FactorizedEmbedding
-from vocabshift.surgery.locate import EmbeddingLayout, locate
+from vocabshift.surgery.layout import EmbeddingLayout, locate
 from vocabshift.vocabulary import ID_MAP_FILE, read_id_map
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def setup_trainable(
         raise ConfigError(f"embeddings must be one of {', '.join(EMBEDDING_MODES)}, got {embeddings!r}")
     layout = locate(model)
     if not layout.tie_is_consistent:
-        from vocabshift.surgery.locate import describe_tie_mismatch
+        from vocabshift.surgery.layout import describe_tie_mismatch
 
         raise ModelError(describe_tie_mismatch(layout), path=model_dir)
     model.requires_grad_(False)
