@@ -288,9 +288,85 @@ def weighted_rows(idx: torch.Tensor, weights: torch.Tensor, table: torch.Tensor)
     return out
 
 
+# |bf16 product - exact cosine| for unit rows: each factor rounded to bf16 (relative error <= 2^-8), so each
+# term q_i k_i is off by at most (2^-7 + 2^-16) |q_i k_i| and sum |q_i k_i| <= 1 (Cauchy-Schwarz); the fp32
+# accumulation adds < 2^-17 over 1,000 dimensions, and rounding the result to bf16 another 2^-8 |value|
+# (|value| <= 1 + 2^-6). 2^-6 covers the sum with room.
+BF16_COSINE_ERROR = 2.0 ** -6
+PREFILTER_MARGIN = 32  # candidates kept beyond the window by the bf16 prefilter
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products are much faster than fp32 here: CUDA with bf16, or a CPU with AMX or
+    AVX512-BF16 (4-5x measured on a 2-core Xeon with AMX); elsewhere bf16 can be slower than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    try:
+        return any(check() for check in checks if callable(check))
+    except Exception:  # a private torch helper that changed: take the exact path
+        return False
+
+
+def _ranked(sims: torch.Tensor, groups: torch.Tensor | None, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``window`` best of each row of ``sims`` in exact order: similarity down, then group up.
+
+    ``groups``: the group of each column (None: the column index); topk's order among equal values is
+    unspecified, so the result is sorted by group first and then stably by value.
+    """
+    vals, at = torch.topk(sims, window, dim=1, sorted=True)
+    gi = at if groups is None else groups.gather(1, at)
+    order = torch.argsort(gi, dim=1, stable=True)
+    vals, gi = vals.gather(1, order), gi.gather(1, order)
+    order = torch.argsort(vals, dim=1, descending=True, stable=True)
+    return vals.gather(1, order), gi.gather(1, order)
+
+
+def _exact_top_groups(q: torch.Tensor, ukeys: torch.Tensor, window: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Similarities and groups of the ``window`` most similar key groups of each query, from the full product."""
+    sims = q @ ukeys.T  # [rows, groups]: the rows x V_s product
+    vals, gi = _ranked(sims, None, window)
+    if window < ukeys.shape[0]:
+        # A tie at the k-th place that reaches the window's edge may continue outside it: full sort.
+        redo = (vals[:, -1] >= vals[:, min(k, window) - 1]).nonzero().squeeze(1)
+        if redo.numel():
+            v, g = torch.sort(sims[redo], dim=1, descending=True, stable=True)
+            vals[redo], gi[redo] = v[:, :window], g[:, :window]
+    return vals, gi
+
+
+def _top_groups(q: torch.Tensor, ukeys: torch.Tensor, ukeys_bf16: torch.Tensor | None, window: int,
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_exact_top_groups`, faster where bf16 products are: candidates from a bf16 product, their
+    similarities recomputed exactly in fp32, and every row whose result the bf16 error bound cannot
+    certify computed exactly. The neighbours are therefore those of the exact product, always.
+
+    Certified: the k-th best candidate's exact similarity exceeds the smallest candidate's bf16 score by
+    more than :data:`BF16_COSINE_ERROR`, so no key outside the candidates can reach it; and no tie at the
+    k-th place reaches the window's edge.
+    """
+    n_groups = ukeys.shape[0]
+    width = window + PREFILTER_MARGIN
+    if ukeys_bf16 is None or width >= n_groups:
+        return _exact_top_groups(q, ukeys, window, k)
+    approx = q.to(torch.bfloat16) @ ukeys_bf16.T
+    floor, cand = torch.topk(approx, width, dim=1, sorted=False)
+    exact = torch.bmm(ukeys[cand], q.unsqueeze(2)).squeeze(2)  # [rows, width], fp32
+    vals, gi = _ranked(exact, cand, window)
+    kth = vals[:, min(k, window) - 1]
+    bad = (kth <= floor.float().min(1).values + BF16_COSINE_ERROR) | (vals[:, -1] >= kth)
+    redo = bad.nonzero().squeeze(1)
+    if redo.numel():
+        vals[redo], gi[redo] = _exact_top_groups(q[redo], ukeys, window, k)
+    return vals, gi
+
+
 def neighbour_rows(
     query_vectors: torch.Tensor, keys: torch.Tensor, key_usable: torch.Tensor, table: torch.Tensor,
-    *, neighbours: int, temperature: float, chunk_size: int,
+    *, neighbours: int, temperature: float, chunk_size: int, prefilter: bool | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     r"""WECHSEL/OFA combination: ``\sum_{j \in N_k} softmax(cos/T)_j \cdot table[j]`` for each query.
 
@@ -304,6 +380,9 @@ def neighbour_rows(
     (a group of ``c`` keys contributes up to ``c`` neighbours, lowest indices first), and identical query
     vectors are computed once; this also shrinks the dominant ``n x V_s`` product (by about a third for
     SmolLM2 -> a Spanish BPE).
+
+    ``prefilter`` (default: where :func:`fast_bf16`) finds candidates with a bf16 product and certifies
+    them (:func:`_top_groups`): the same neighbours as the fp32 product, 3-4x faster on CPUs with AMX.
     """
     n, dev = query_vectors.shape[0], table.device
     usable = key_usable.nonzero().squeeze(1)
@@ -336,21 +415,11 @@ def neighbour_rows(
     used_keys = torch.zeros(keys.shape[0], dtype=torch.bool, device=dev)
     top1 = topk_sum = top1_weight = 0.0
     steps = torch.arange(k, device=dev)
+    if prefilter is None:
+        prefilter = fast_bf16(ukeys.device) and ukeys.dtype == torch.float32
+    ukeys_bf16 = ukeys.to(torch.bfloat16) if prefilter else None
     for s, e in chunks(uq.shape[0], chunk_size):
-        sims = uq[s:e] @ ukeys.T  # [chunk, groups]: the chunk_size x V_s product
-        vals, gi = torch.topk(sims, window, dim=1, sorted=True)
-        # Exact order (similarity down, then group = smallest key index up); topk's order among equal
-        # values is unspecified, so sort by group first and then stably by value.
-        order = torch.argsort(gi, dim=1, stable=True)
-        vals, gi = vals.gather(1, order), gi.gather(1, order)
-        order = torch.argsort(vals, dim=1, descending=True, stable=True)
-        vals, gi = vals.gather(1, order), gi.gather(1, order)
-        if window < n_groups:
-            # A tie at the k-th place that reaches the window's edge may continue outside it: full sort.
-            redo = (vals[:, -1] >= vals[:, min(k, window) - 1]).nonzero().squeeze(1)
-            if redo.numel():
-                v, g = torch.sort(sims[redo], dim=1, descending=True, stable=True)
-                vals[redo], gi[redo] = v[:, :window], g[:, :window]
+        vals, gi = _top_groups(uq[s:e], ukeys, ukeys_bf16, window, k)
         cnt = counts.to(dev)[gi]
         take = torch.minimum((k - (cnt.cumsum(1) - cnt)).clamp_min(0), cnt)  # neighbours from each group
         expo = torch.exp((vals - vals[:, :1]) / temperature)
