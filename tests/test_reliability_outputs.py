@@ -415,3 +415,24 @@ def test_output_written_by_another_run_after_this_one_started_is_not_replaced(wo
     monkeypatch.setattr(outputs, "COMMAND_STARTED", _time.time())  # a later command replaces it
     prune(config)
     assert (out / "id_map.json").is_file() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_get_the_permissions_mkdir_would_give(tmp_path, umask):
+    """An output directory is created private by mkdtemp, then renamed into place: it must end with the
+    permissions of the user's umask (group-readable on a shared cluster), as a plain mkdir would."""
+    import os
+    import stat
+
+    from vocabshift.outputs import atomic_output_dir, atomic_output_file
+
+    old = os.umask(umask)
+    try:
+        with atomic_output_dir(tmp_path / "out") as tmp:
+            (tmp / "a.txt").write_text("x")
+        with atomic_output_file(tmp_path / "file.gguf") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((tmp_path / "file.gguf").stat().st_mode) == 0o666 & ~umask

@@ -51,6 +51,29 @@ def check_output_path(out: str | Path, force: bool) -> Path:
     return out
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (``os.umask`` sets it to read it,
+    and another thread creating a file meanwhile would get the temporary mask)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_output_dir(out: Path) -> Path:
+    """A new directory beside ``out`` that will be renamed to it, with the permissions ``mkdir`` gives
+    (``mkdtemp`` makes it private, 0700, and a renamed output would stay unreadable to the group)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``out``; on success it replaces ``out``.
@@ -59,7 +82,7 @@ def atomic_output_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
     """
     out = check_output_path(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temporary_output_dir(out)
     try:
         yield tmp
     except BaseException:
@@ -110,9 +133,7 @@ def atomic_output_file(out: str | Path, force: bool = False) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would create it (mkstemp makes it private)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it private)
         yield tmp
         os.replace(tmp, out)
     except BaseException:

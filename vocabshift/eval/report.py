@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vocabshift.errors import ConfigError, OutputExistsError
+from vocabshift.outputs import temporary_output_dir
 from vocabshift.tokenization.scripts import script_name
 
 if TYPE_CHECKING:
@@ -749,7 +750,7 @@ def write_report(result: EvalResult, out_dir: str | Path, *, metrics_jsonl: str 
     if created:
         # A new report directory appears whole: written beside it, then renamed into place.
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = temporary_output_dir(out)
     else:  # the user's directory: the report's own files are replaced one by one, nothing else touched
         tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
     done = False
