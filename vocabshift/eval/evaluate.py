@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from vocabshift.corpus import CorpusConfig, iter_corpus
+from vocabshift.devices import resolve_device
 from vocabshift.errors import ConfigError, CorpusError, ModelError, VocabshiftError
 from vocabshift.eval.bootstrap import PairedComparison, bits_per_byte_interval, compare_bits_per_byte
 from vocabshift.eval.config import DEFAULT_SEQ_LEN, DTYPES, EvalConfig, _check_int  # noqa: F401
@@ -132,16 +133,6 @@ class EvalResult:
             "seconds": round(self.seconds, 3),
             "config": self.config,
         }
-
-
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
-    return torch.device(name)
 
 
 def _check_model_dir(path: str, role: str) -> Path:
@@ -355,8 +346,6 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
     :class:`~vocabshift.errors.OutputExistsError` when ``out`` already holds a report and ``force``
     is not set. Nothing is written when an error is raised.
     """
-    import torch
-
     from vocabshift.eval.report import check_report_dir, load_metrics, write_report
 
     started = time.perf_counter()
@@ -366,7 +355,7 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
         load_metrics(config.metrics_jsonl)  # a missing or broken metrics file fails now, not after the work
     if config.out:
         check_report_dir(config.out, config.force)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     notes: list[str] = []
     model_configs = {"new": _read_config(model_dir, "model")}
     if base_dir is not None:
@@ -406,36 +395,17 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
     runs.append(("new", model_dir, tokenizer))
     neighbours: NeighboursResult | None = None
     for key, path, tok in runs:
-        role = "baseline" if key == "old" else "model"
-        log.info("evaluating the %s %s", role, path)
-        model = _load_model(path, role, config.dtype, device)
-        size[key] = _size(model, tok, path)
-        for name, corpus, _ in named_corpora:
-            scored[name][key] = _lm(config, model, tok, objectives[key], seq_len, texts[name], device, role, notes,
-                                    corpus)
-        speed[key] = measure_speed(model, tok, speed_text, seq_len=seq_len, batch_size=config.batch_size,
-                                   new_tokens=config.speed_new_tokens, rule=_repeat_rule(config), device=device)
-        embeddings = model.get_input_embeddings().weight.detach().to("cpu", torch.float32)
+        size[key], scores, speed[key], embeddings = _measure(config, key, path, tok, objectives[key], seq_len,
+                                                             named_corpora, texts, speed_text, device, notes)
+        for name, result in scores.items():
+            scored[name][key] = result
         if key == "old":
             source_embeddings = embeddings
         elif config.neighbours and base_tokenizer is not None and source_embeddings is not None:
             neighbours = _neighbours(config, model_dir, tokenizer, embeddings, base_tokenizer, source_embeddings, notes)
-        del model
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
     if base_dir is None:
         notes.append("no baseline: nothing to compare with, no speedup and no nearest source tokens")
-    lms = [v for v in lm.values() if v is not None]
-    if len(lms) == 2 and lms[0].objective != lms[1].objective:
-        notes.append("the model and the baseline have different objectives: their losses do not compare")
-    if any(v.pseudo for v in lms):
-        notes.append("masked-LM loss is pseudo: only the masked tokens are scored")
-    if len(lms) == 2 and lms[0].protocol != lms[1].protocol:
-        notes.append("the model and the baseline were scored with different protocols: their losses do not compare")
-    if len(lms) == 2 and all(v.protocol == "packed" for v in lms):
-        notes.append("packed protocol: each model's sequences cover different text; use --protocol document to "
-                     "compare bits per byte on the same bytes")
+    notes += _comparability_notes([v for v in lm.values() if v is not None])
     corpora = [CorpusLMResult(name=name, forgetting=forgetting, documents=len(texts[name]), lm=scored[name],
                               comparison=_compare(config, scored[name], notes))
                for name, _, forgetting in named_corpora]
@@ -454,6 +424,47 @@ def evaluate_model(config: EvalConfig) -> EvalResult:
     if config.lm_eval_task:
         write_lm_eval_task(config.lm_eval_task, texts, force=config.force)
     return result
+
+
+def _measure(config: EvalConfig, key: str, path: Path, tokenizer: Any, objective: str | None, seq_len: int,
+             named_corpora: list[tuple[str, CorpusConfig, bool]], texts: dict[str, list[str]], speed_text: str,
+             device: Any,
+             notes: list[str]) -> tuple[SizeResult, dict[str, LMResult | DocumentLMResult | None], SpeedResult, Any]:
+    """Load one model (``key`` "old": the baseline) and measure it: size, LM scores on each corpus and speed.
+
+    Returns those and its input embeddings (float32, CPU); the model is freed before returning.
+    """
+    import torch
+
+    role = "baseline" if key == "old" else "model"
+    log.info("evaluating the %s %s", role, path)
+    model = _load_model(path, role, config.dtype, device)
+    size = _size(model, tokenizer, path)
+    scores = {name: _lm(config, model, tokenizer, objective, seq_len, texts[name], device, role, notes, corpus)
+              for name, corpus, _ in named_corpora}
+    speed = measure_speed(model, tokenizer, speed_text, seq_len=seq_len, batch_size=config.batch_size,
+                          new_tokens=config.speed_new_tokens, rule=_repeat_rule(config), device=device)
+    embeddings = model.get_input_embeddings().weight.detach().to("cpu", torch.float32)
+    del model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return size, scores, speed, embeddings
+
+
+def _comparability_notes(lms: list[LMResult | DocumentLMResult]) -> list[str]:
+    """Notes on why the model's and the baseline's LM scores may not compare."""
+    notes = []
+    if len(lms) == 2 and lms[0].objective != lms[1].objective:
+        notes.append("the model and the baseline have different objectives: their losses do not compare")
+    if any(v.pseudo for v in lms):
+        notes.append("masked-LM loss is pseudo: only the masked tokens are scored")
+    if len(lms) == 2 and lms[0].protocol != lms[1].protocol:
+        notes.append("the model and the baseline were scored with different protocols: their losses do not compare")
+    if len(lms) == 2 and all(v.protocol == "packed" for v in lms):
+        notes.append("packed protocol: each model's sequences cover different text; use --protocol document to "
+                     "compare bits per byte on the same bytes")
+    return notes
 
 
 def _check_lm_eval_task_dir(config: EvalConfig) -> None:

@@ -3,7 +3,9 @@
 Input validation (:func:`validate_inputs`), the copied rows every method starts from
 (:func:`start_rows`), per-dimension statistics and the two fallbacks (``"mean"``, ``"random"``),
 chunked cosine nearest neighbours, weighted sums of table rows with bounded memory, and a truncated
-SVD computed through the ``d × d`` Gram matrix (OFA and the UNKs-style factorization).
+SVD computed through the ``d × d`` Gram matrix (OFA and the UNKs-style factorization), plus the steps
+several methods take alike (:func:`aligned_unit_vectors`, :func:`neighbour_transfer`,
+:func:`set_fallback`, :func:`copied_coordinates`, :func:`factor_rows`).
 
 Everything works on ``inputs.device`` in chunks of ``inputs.chunk_size`` rows; the results the
 methods return are float32 CPU tensors. Randomness only comes from a ``torch.Generator`` seeded
@@ -16,6 +18,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -23,6 +26,7 @@ from vocabshift.errors import ConfigError, InitError
 from vocabshift.init.base import (
     COMPUTED,
     COPIED,
+    FALLBACK,
     REQUIRES_ALIGNED,
     REQUIRES_DECOMPOSITIONS,
     REQUIRES_SHARED,
@@ -245,6 +249,14 @@ def fallback_rows(kind: str, n: int, table: torch.Tensor, inputs: InitInputs,
     return mean + std * torch.randn(n, mean.numel(), generator=gen, dtype=torch.float32)
 
 
+
+def set_fallback(out: torch.Tensor, origin: torch.Tensor, missing: torch.Tensor, kind: str, table: torch.Tensor,
+                 inputs: InitInputs) -> None:
+    """Give the ``missing`` rows of ``out`` the ``kind`` fallback row of ``table``'s space; mark them FALLBACK."""
+    out[missing] = fallback_rows(kind, int(missing.sum()), table, inputs, generator(inputs))
+    origin[missing] = FALLBACK
+
+
 # ---------------------------------------------------------------------------------------- neighbours
 
 
@@ -452,6 +464,42 @@ def neighbour_rows(
     return out, stats
 
 
+
+def aligned_unit_vectors(inputs: InitInputs,
+                         method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(src_unit, src_ok, tgt_unit, tgt_ok)``: the aligned token vectors as :func:`unit_vectors` gives them,
+    ``tgt_ok`` on the CPU. Refuses, naming ``method``, source vectors of which none is usable."""
+    assert inputs.source_token_vectors is not None and inputs.target_token_vectors is not None
+    dev = inputs.device
+    src_unit, src_ok = unit_vectors(inputs.source_token_vectors, inputs.source_vector_mask, dev)
+    if not bool(src_ok.any()):
+        raise InitError(f"{method}: no source token has a usable vector (all masked or zero)",
+                        hint="check the source vectors, or use an init method without vectors (mean, random)")
+    tgt_unit, tgt_ok = unit_vectors(inputs.target_token_vectors, inputs.target_vector_mask, dev)
+    return src_unit, src_ok, tgt_unit, tgt_ok.cpu()
+
+
+def neighbour_transfer(inputs: InitInputs, table: torch.Tensor, out: torch.Tensor, origin: torch.Tensor,
+                       todo: torch.Tensor, *, method: str, neighbours: int, temperature: float,
+                       fallback: str) -> dict[str, Any]:
+    """WECHSEL's rule over the rows of ``table`` (source embeddings for wechsel, SVD coordinates for ofa).
+
+    Each ``todo`` target token with an aligned vector gets, in ``out``, the softmax(cos/T)-weighted sum of
+    its top-``neighbours`` source tokens' ``table`` rows (:func:`neighbour_rows`); one without a vector the
+    ``fallback`` row of ``table``'s space. Returns the neighbour statistics and ``source_tokens_with_vector``.
+    """
+    src_unit, src_ok, tgt_unit, tgt_ok = aligned_unit_vectors(inputs, method)
+    dev = inputs.device
+    query = (todo & tgt_ok).nonzero().squeeze(1)
+    rows, stats = neighbour_rows(
+        tgt_unit[query.to(dev)], src_unit, src_ok, table.to(dev),
+        neighbours=neighbours, temperature=temperature, chunk_size=inputs.chunk_size,
+    )
+    out[query] = rows.cpu()
+    set_fallback(out, origin, todo & ~tgt_ok, fallback, table, inputs)
+    return {**stats, "source_tokens_with_vector": int(src_ok.sum())}
+
+
 # -------------------------------------------------------------------------------------- factorization
 
 
@@ -472,6 +520,29 @@ class Factorization:
     @property
     def rank(self) -> int:
         return int(self.primitives.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        """``rank``, ``requested_rank`` and ``reconstruction_error``, the first entries of a method's info."""
+        return {"rank": self.rank, "requested_rank": self.requested_rank,
+                "reconstruction_error": self.reconstruction_error}
+
+
+def copied_coordinates(fac: Factorization, inputs: InitInputs, todo: torch.Tensor) -> torch.Tensor:
+    """``[V_t, r]`` float32 coordinates: copied tokens take their source coordinates, ``todo`` rows are left
+    uninitialized for the method to fill."""
+    coords = torch.empty(inputs.n_target, fac.rank, dtype=torch.float32)
+    copied = ~todo
+    coords[copied] = fac.coordinates[inputs.copy[copied]]
+    return coords
+
+
+def factor_rows(rows: torch.Tensor, coords: torch.Tensor, primitives: torch.Tensor, todo: torch.Tensor,
+                inputs: InitInputs) -> None:
+    """``rows[todo] = coords[todo] @ primitives``, a chunk at a time; copied rows stay the exact source rows."""
+    prims = primitives.to(inputs.device)
+    ids = todo.nonzero().squeeze(1)
+    for s, e in chunks(ids.numel(), inputs.chunk_size):
+        rows[ids[s:e]] = (coords[ids[s:e]].to(inputs.device) @ prims).cpu()
 
 
 def truncated_svd(table: torch.Tensor, rank: int, *, chunk_size: int, device: torch.device,

@@ -26,15 +26,15 @@ from vocabshift.config import ConfigMixin
 from vocabshift.init._common import (
     check_fallback,
     check_positive,
-    chunks,
-    fallback_rows,
-    generator,
+    copied_coordinates,
+    factor_rows,
     neighbour_rows,
+    set_fallback,
     start_rows,
     truncated_svd,
     unit_vectors,
 )
-from vocabshift.init.base import FALLBACK, REQUIRES_SHARED, InitInputs, InitResult
+from vocabshift.init.base import REQUIRES_SHARED, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
 from vocabshift.surgery.factorized import FactorizedEmbedding
 
@@ -79,9 +79,7 @@ def factorized_init(inputs: InitInputs, config: FactorizedConfig) -> InitResult:
     rows, origin, todo = start_rows(inputs)
     dev = inputs.device
     fac = truncated_svd(inputs.source_embeddings, config.rank, chunk_size=inputs.chunk_size, device=dev)
-    f_new = torch.empty(inputs.n_target, fac.rank, dtype=torch.float32)
-    copied = ~todo
-    f_new[copied] = fac.coordinates[inputs.copy[copied]]
+    f_new = copied_coordinates(fac, inputs, todo)
     overlap = todo & (inputs.shared >= 0)
     f_new[overlap] = fac.coordinates[inputs.shared[overlap]]
     rest = todo & ~overlap
@@ -100,18 +98,11 @@ def factorized_init(inputs: InitInputs, config: FactorizedConfig) -> InitResult:
             )
             f_new[query] = out.cpu()
             rest[query] = False
-    f_new[rest] = fallback_rows(config.fallback, int(rest.sum()), fac.coordinates, inputs, generator(inputs))
-    origin[rest] = FALLBACK
-
-    g = fac.primitives.to(dev)
-    ids = todo.nonzero().squeeze(1)
-    for s, e in chunks(ids.numel(), inputs.chunk_size):
-        rows[ids[s:e]] = (f_new[ids[s:e]].to(dev) @ g).cpu()
+    set_fallback(f_new, origin, rest, config.fallback, fac.coordinates, inputs)
+    factor_rows(rows, f_new, fac.primitives, todo, inputs)  # copied rows stay exact
 
     info = {
-        "rank": fac.rank,
-        "requested_rank": fac.requested_rank,
-        "reconstruction_error": fac.reconstruction_error,
+        **fac.summary(),
         "lexical_overlap": int(overlap.sum()),
         "vector_neighbours_used": bool(stats),
         **stats,

@@ -34,13 +34,12 @@ from vocabshift.init._common import (
     check_fallback,
     check_positive,
     chunks,
-    fallback_rows,
-    generator,
+    set_fallback,
     start_rows,
     unit_vectors,
     weighted_rows,
 )
-from vocabshift.init.base import FALLBACK, REQUIRES_TARGET_TOKEN, InitInputs, InitResult
+from vocabshift.init.base import REQUIRES_TARGET_TOKEN, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
 from vocabshift.vectors.config import FOCUS_FASTTEXT
 
@@ -164,9 +163,7 @@ def focus_init(inputs: InitInputs, config: FocusConfig) -> InitResult:
 
     missing = todo.clone()
     missing[query] = False
-    rows[missing] = fallback_rows(config.fallback, int(missing.sum()), inputs.source_embeddings, inputs,
-                                  generator(inputs))
-    origin[missing] = FALLBACK
+    set_fallback(rows, origin, missing, config.fallback, inputs.source_embeddings, inputs)
     n = max(1, query.numel())
     info = {
         "basis_size": int(basis.numel()),

@@ -21,12 +21,11 @@ from vocabshift.config import ConfigMixin
 from vocabshift.init._common import (
     check_fallback,
     chunks,
-    fallback_rows,
-    generator,
+    set_fallback,
     start_rows,
     weighted_rows,
 )
-from vocabshift.init.base import FALLBACK, REQUIRES_DECOMPOSITIONS, InitInputs, InitResult
+from vocabshift.init.base import REQUIRES_DECOMPOSITIONS, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
 
 
@@ -72,8 +71,7 @@ def fvt_init(inputs: InitInputs, config: FVTConfig) -> InitResult:
         rows[chunk] = weighted_rows(piece_ids.to(inputs.device), weights.to(inputs.device), emb).cpu()
 
     empty = todo & (lengths == 0)
-    rows[empty] = fallback_rows(config.fallback, int(empty.sum()), inputs.source_embeddings, inputs, generator(inputs))
-    origin[empty] = FALLBACK
+    set_fallback(rows, origin, empty, config.fallback, inputs.source_embeddings, inputs)
     used = lengths[ids].to(torch.float64)
     info = {
         "mean_pieces": float(used.mean()) if used.numel() else 0.0,

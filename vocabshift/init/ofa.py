@@ -36,19 +36,17 @@ from dataclasses import dataclass, field
 import torch
 
 from vocabshift.config import ConfigMixin
-from vocabshift.errors import InitError
 from vocabshift.init._common import (
     check_fallback,
     check_positive,
     chunks,
-    fallback_rows,
-    generator,
-    neighbour_rows,
+    copied_coordinates,
+    factor_rows,
+    neighbour_transfer,
     start_rows,
     truncated_svd,
-    unit_vectors,
 )
-from vocabshift.init.base import FALLBACK, REQUIRES_ALIGNED, InitInputs, InitResult
+from vocabshift.init.base import REQUIRES_ALIGNED, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
 from vocabshift.surgery.factorized import FactorizedEmbedding
 
@@ -87,43 +85,16 @@ class OFAConfig(ConfigMixin):
 )
 def ofa_init(inputs: InitInputs, config: OFAConfig) -> InitResult:
     """Rank-r factorized initialization; see the module docstring for ``rows`` vs ``factorized``."""
-    assert inputs.source_token_vectors is not None and inputs.target_token_vectors is not None
     rows, origin, todo = start_rows(inputs)
-    dev = inputs.device
-    fac = truncated_svd(inputs.source_embeddings, config.rank, chunk_size=inputs.chunk_size, device=dev)
-    coords = torch.empty(inputs.n_target, fac.rank, dtype=torch.float32)
-    copied = ~todo
-    coords[copied] = fac.coordinates[inputs.copy[copied]]
-
-    src_unit, src_ok = unit_vectors(inputs.source_token_vectors, inputs.source_vector_mask, dev)
-    if not bool(src_ok.any()):
-        raise InitError("ofa: no source token has a usable vector (all masked or zero)",
-                        hint="check the source vectors, or use an init method without vectors (mean, random)")
-    tgt_unit, tgt_ok = unit_vectors(inputs.target_token_vectors, inputs.target_vector_mask, dev)
-    tgt_ok = tgt_ok.cpu()
-    query = (todo & tgt_ok).nonzero().squeeze(1)
-    out, stats = neighbour_rows(
-        tgt_unit[query.to(dev)], src_unit, src_ok, fac.coordinates.to(dev),
-        neighbours=config.neighbours, temperature=config.temperature, chunk_size=inputs.chunk_size,
-    )
-    coords[query] = out.cpu()
-    missing = todo & ~tgt_ok
-    coords[missing] = fallback_rows(config.fallback, int(missing.sum()), fac.coordinates, inputs, generator(inputs))
-    origin[missing] = FALLBACK
-
-    # Dense rows of everything not copied: coords @ P, a chunk at a time.
-    prims = fac.primitives.to(dev)
-    ids = todo.nonzero().squeeze(1)
-    for s, e in chunks(ids.numel(), inputs.chunk_size):
-        rows[ids[s:e]] = (coords[ids[s:e]].to(dev) @ prims).cpu()
-
+    fac = truncated_svd(inputs.source_embeddings, config.rank, chunk_size=inputs.chunk_size, device=inputs.device)
+    coords = copied_coordinates(fac, inputs, todo)
+    stats = neighbour_transfer(inputs, fac.coordinates, coords, origin, todo, method="ofa",
+                               neighbours=config.neighbours, temperature=config.temperature, fallback=config.fallback)
+    factor_rows(rows, coords, fac.primitives, todo, inputs)  # copied rows stay exact
     info = {
-        "rank": fac.rank,
-        "requested_rank": fac.requested_rank,
-        "reconstruction_error": fac.reconstruction_error,
-        "copied_reconstruction_error": _copied_error(rows, coords, fac.primitives, copied, inputs),
+        **fac.summary(),
+        "copied_reconstruction_error": _copied_error(rows, coords, fac.primitives, ~todo, inputs),
         **stats,
-        "source_tokens_with_vector": int(src_ok.sum()),
     }
     factorized = FactorizedEmbedding(coords, fac.primitives, freeze_primitives=config.freeze_primitives)
     return InitResult(rows=rows, origin=origin, info=info, factorized=factorized)

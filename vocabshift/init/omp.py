@@ -57,18 +57,17 @@ from typing import Any
 import torch
 
 from vocabshift.config import ConfigMixin
-from vocabshift.errors import ConfigError, InitError
+from vocabshift.errors import ConfigError
 from vocabshift.init._common import (
+    aligned_unit_vectors,
     check_fallback,
     check_positive,
     chunks,
-    fallback_rows,
-    generator,
+    set_fallback,
     start_rows,
-    unit_vectors,
     weighted_rows,
 )
-from vocabshift.init.base import FALLBACK, REQUIRES_ALIGNED, InitInputs, InitResult
+from vocabshift.init.base import REQUIRES_ALIGNED, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
 
 # Elements of the [batch, anchors] float32 correlations (64 MiB) and of the [batch, k, dim] float64
@@ -118,12 +117,7 @@ def omp_init(inputs: InitInputs, config: OMPConfig) -> InitResult:
     assert inputs.source_token_vectors is not None and inputs.target_token_vectors is not None
     rows, origin, todo = start_rows(inputs)
     dev = inputs.device
-    src_unit, src_ok = unit_vectors(inputs.source_token_vectors, inputs.source_vector_mask, dev)
-    if not bool(src_ok.any()):
-        raise InitError("omp: no source token has a usable vector (all masked or zero)",
-                        hint="check the source vectors, or use an init method without vectors (mean, random)")
-    _, tgt_ok = unit_vectors(inputs.target_token_vectors, inputs.target_vector_mask, dev)
-    tgt_ok = tgt_ok.cpu()
+    src_unit, src_ok, _, tgt_ok = aligned_unit_vectors(inputs, "omp")
 
     atoms_unit, rep = _distinct_anchors(src_unit, src_ok)
     atoms_raw = inputs.source_token_vectors.to(dev)[rep]  # the representatives' raw vectors, for the fit
@@ -143,9 +137,7 @@ def omp_init(inputs: InitInputs, config: OMPConfig) -> InitResult:
         stats["mean_relative_residual"] = float(rel[inverse].mean())
 
     missing = todo & ~tgt_ok
-    rows[missing] = fallback_rows(config.fallback, int(missing.sum()), inputs.source_embeddings, inputs,
-                                  generator(inputs))
-    origin[missing] = FALLBACK
+    set_fallback(rows, origin, missing, config.fallback, inputs.source_embeddings, inputs)
     stats["no_vector"] = int(missing.sum())
     return InitResult(rows=rows, origin=origin, info=stats)
 

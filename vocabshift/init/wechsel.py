@@ -19,17 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vocabshift.config import ConfigMixin
-from vocabshift.errors import InitError
-from vocabshift.init._common import (
-    check_fallback,
-    check_positive,
-    fallback_rows,
-    generator,
-    neighbour_rows,
-    start_rows,
-    unit_vectors,
-)
-from vocabshift.init.base import FALLBACK, REQUIRES_ALIGNED, InitInputs, InitResult
+from vocabshift.init._common import check_fallback, check_positive, neighbour_transfer, start_rows
+from vocabshift.init.base import REQUIRES_ALIGNED, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
 
 
@@ -61,26 +52,7 @@ class WechselConfig(ConfigMixin):
 )
 def wechsel_init(inputs: InitInputs, config: WechselConfig) -> InitResult:
     """Each row not copied = softmax-weighted sum of its top-k aligned source neighbours' rows."""
-    assert inputs.source_token_vectors is not None and inputs.target_token_vectors is not None
     rows, origin, todo = start_rows(inputs)
-    dev = inputs.device
-    src_unit, src_ok = unit_vectors(inputs.source_token_vectors, inputs.source_vector_mask, dev)
-    if not bool(src_ok.any()):
-        raise InitError("wechsel: no source token has a usable vector (all masked or zero)",
-                        hint="check the source vectors, or use an init method without vectors (mean, random)")
-    tgt_unit, tgt_ok = unit_vectors(inputs.target_token_vectors, inputs.target_vector_mask, dev)
-    tgt_ok = tgt_ok.cpu()
-
-    query = (todo & tgt_ok).nonzero().squeeze(1)
-    out, stats = neighbour_rows(
-        tgt_unit[query.to(dev)], src_unit, src_ok, inputs.source_embeddings.to(dev),
-        neighbours=config.neighbours, temperature=config.temperature, chunk_size=inputs.chunk_size,
-    )
-    rows[query] = out.cpu()
-
-    missing = todo & ~tgt_ok
-    rows[missing] = fallback_rows(config.fallback, int(missing.sum()), inputs.source_embeddings, inputs,
-                                  generator(inputs))
-    origin[missing] = FALLBACK
-    info = {**stats, "source_tokens_with_vector": int(src_ok.sum())}
+    info = neighbour_transfer(inputs, inputs.source_embeddings, rows, origin, todo, method="wechsel",
+                              neighbours=config.neighbours, temperature=config.temperature, fallback=config.fallback)
     return InitResult(rows=rows, origin=origin, info=info)

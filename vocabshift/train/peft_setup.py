@@ -254,15 +254,7 @@ def setup_trainable(
         raise ModelError(describe_tie_mismatch(layout), path=model_dir)
     model.requires_grad_(False)
 
-    fact = None
-    fact_path = Path(model_dir) / FACTORIZED_FILE
-    if factorized and embeddings != "frozen" and fact_path.is_file():
-        fact = FactorizedEmbedding.load(fact_path)
-        if train_primitives is not None:
-            fact.primitives.requires_grad_(train_primitives)
-        if embeddings == "new" and not fact.freeze_primitives:
-            raise ConfigError("training only new rows of a factorized embedding needs frozen primitives (they "
-                              "change every row)", hint="set train_primitives: false, or embeddings: all")
+    fact = _load_factorized(model_dir, embeddings, train_primitives) if factorized else None
 
     targets: list[str] = []
     wrapped: nn.Module = model
@@ -304,6 +296,38 @@ def setup_trainable(
                 p.register_hook(hook)
         log.info("training %d new of %d embedding rows", int(new_rows.sum()), layout.vocab_size)
 
+    groups = _parameter_groups(wrapped, vocab, primitives)
+    if not groups["embeddings"] and not groups["lora"]:
+        raise ConfigError("nothing to train: LoRA is off and the embeddings are frozen")
+    n_train = sum(p.numel() for n, p in wrapped.named_parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in wrapped.parameters())
+    log.info("trainable: %s parameters of %s (%.2f%%): %d embedding tensors, %d LoRA tensors on %d modules%s",
+             f"{n_train:,}", f"{n_all:,}", 100 * n_train / max(n_all, 1), len(groups["embeddings"]),
+             len(groups["lora"]), len(targets), ", factorized embeddings" if fact is not None else "")
+    return TrainableSetup(model=wrapped, base=model, layout=layout, groups=groups, target_modules=targets,
+                          new_rows=new_rows, factorized=fact is not None)
+
+
+def _load_factorized(model_dir: str | Path, embeddings: str,
+                     train_primitives: bool | None) -> FactorizedEmbedding | None:
+    """The model directory's factorized embedding to train in place of the dense one, if it has one and the
+    embeddings train; ``train_primitives`` (None: the file's setting) decides whether its primitives train."""
+    fact_path = Path(model_dir) / FACTORIZED_FILE
+    if embeddings == "frozen" or not fact_path.is_file():
+        return None
+    fact = FactorizedEmbedding.load(fact_path)
+    if train_primitives is not None:
+        fact.primitives.requires_grad_(train_primitives)
+    if embeddings == "new" and not fact.freeze_primitives:
+        raise ConfigError("training only new rows of a factorized embedding needs frozen primitives (they "
+                          "change every row)", hint="set train_primitives: false, or embeddings: all")
+    return fact
+
+
+def _parameter_groups(wrapped: nn.Module, vocab: list[nn.Parameter],
+                      primitives: list[nn.Parameter]) -> dict[str, list[str]]:
+    """Names of the trainable parameters of ``wrapped`` by optimizer group: ``embeddings`` (``vocab``),
+    ``lora`` (the adapters) and, when there are any, ``primitives``."""
     vocab_ids, primitive_ids = {id(p) for p in vocab}, {id(p) for p in primitives}
     groups: dict[str, list[str]] = {"embeddings": [], "lora": []}
     if primitives:
@@ -319,15 +343,7 @@ def setup_trainable(
             groups["lora"].append(name)
         else:
             raise ModelError(f"internal: unexpected trainable parameter {name}")
-    if not groups["embeddings"] and not groups["lora"]:
-        raise ConfigError("nothing to train: LoRA is off and the embeddings are frozen")
-    n_train = sum(p.numel() for n, p in wrapped.named_parameters() if p.requires_grad)
-    n_all = sum(p.numel() for p in wrapped.parameters())
-    log.info("trainable: %s parameters of %s (%.2f%%): %d embedding tensors, %d LoRA tensors on %d modules%s",
-             f"{n_train:,}", f"{n_all:,}", 100 * n_train / max(n_all, 1), len(groups["embeddings"]),
-             len(groups["lora"]), len(targets), ", factorized embeddings" if fact is not None else "")
-    return TrainableSetup(model=wrapped, base=model, layout=layout, groups=groups, target_modules=targets,
-                          new_rows=new_rows, factorized=fact is not None)
+    return groups
 
 
 def merge_for_export(setup: TrainableSetup) -> nn.Module:

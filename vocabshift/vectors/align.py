@@ -243,6 +243,36 @@ def _file_record(path: str, info: dict[str, Any], loaded: int) -> dict[str, Any]
             "dim": info["dim"], "words_in_file": info["words"], "words_loaded": loaded}
 
 
+def _seed_pairs(config: VectorsAlignConfig, pairs: list[tuple[str, str]] | None, source: StaticVectors,
+                target: StaticVectors) -> tuple[list[tuple[int, int]], str]:
+    """``(matched, kind)``: the (source row, target row) pairs the alignment starts from, the dictionary's
+    pairs found in the vectors (kind ``dictionary``) or, without a dictionary, the words both vocabularies
+    have (``identical_strings``)."""
+    if pairs is not None:
+        matched = _match_pairs(pairs, source, target)
+        if not matched:
+            raise _no_pairs_error(config, pairs, source, target)
+        return matched, "dictionary"
+    matched = [(i, j) for j, w in enumerate(target.words) if (i := source.index(w)) is not None]
+    if not matched:
+        raise VectorsError(f"{config.source} and {config.target} share no word to seed the alignment with",
+                           hint="give a bilingual dictionary (--dictionary)")
+    return matched, "identical_strings"
+
+
+def _hold_out(matched: list[tuple[int, int]], held_out: float,
+              seed: int) -> tuple[list[tuple[int, int]], dict[int, set[int]]]:
+    """``(train, gold)``: the pairs left for training once a seeded share ``held_out`` of the source words is
+    held out, and each held-out source row's correct target rows."""
+    test_rows = _split([i for i, _ in matched], held_out, seed)
+    train = [(i, j) for i, j in matched if i not in test_rows]
+    gold: dict[int, set[int]] = {}
+    for i, j in matched:
+        if i in test_rows:
+            gold.setdefault(i, set()).add(j)
+    return train, gold
+
+
 def _split(source_rows: list[int], held_out: float, seed: int) -> set[int]:
     """The held-out source rows: a seeded share ``held_out`` of the distinct rows (at least one, not all)."""
     distinct = sorted(set(source_rows))
@@ -282,23 +312,8 @@ def align_vectors(config: VectorsAlignConfig) -> AlignmentResult:
     target = load_vectors(config.target, words=tgt_words, max_words=config.max_words)
     check_dims(config.source, config.target, source.dim, target.dim)
 
-    if pairs is not None:
-        matched = _match_pairs(pairs, source, target)
-        if not matched:
-            raise _no_pairs_error(config, pairs, source, target)
-        seed_kind = "dictionary"
-    else:
-        matched = [(i, j) for j, w in enumerate(target.words) if (i := source.index(w)) is not None]
-        if not matched:
-            raise VectorsError(f"{config.source} and {config.target} share no word to seed the alignment with",
-                               hint="give a bilingual dictionary (--dictionary)")
-        seed_kind = "identical_strings"
-    test_rows = _split([i for i, _ in matched], config.held_out, config.seed)
-    train = [(i, j) for i, j in matched if i not in test_rows]
-    gold: dict[int, set[int]] = {}
-    for i, j in matched:
-        if i in test_rows:
-            gold.setdefault(i, set()).add(j)
+    matched, seed_kind = _seed_pairs(config, pairs, source, target)
+    train, gold = _hold_out(matched, config.held_out, config.seed)
     queries = sorted(gold)
     log.info("%s seed: %d pairs in the vectors, %d for training, %d source words held out",
              seed_kind, len(matched), len(train), len(queries))
