@@ -173,3 +173,53 @@ def test_prune_of_a_supported_decoder_imports_no_torch(tmp_path, multilingual_bp
     reference = transformers.AutoModelForCausalLM.from_pretrained(full)
     ids = torch.arange(0, 12).unsqueeze(0)
     assert torch.equal(model(ids).logits, reference(ids).logits)
+
+
+@pytest.mark.parametrize("arch", sorted(FAMILIES))
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_init_remap_from_headers_equals_the_meta_model_path(tmp_path, arch, tied):
+    """init's writer without a model: kept rows copied, new rows filled, explicit and renumbered special
+    ids, the same files as remap_checkpoint on the meta model."""
+    from vocabshift.surgery.row_prune import config_view, header_layout, remap_from_headers
+
+    source = _model(arch, tmp_path / "src", tied)
+    # a replacement-like id_map: some source rows in a new order, new tokens in between and at the end
+    id_map = [0, 1, 2, -1, 7, 5, -1, 30, 31, 32, -1, -1, 95, 3]
+    n_new = id_map.count(-1)
+    g = torch.Generator().manual_seed(0)
+    new_rows = torch.randn(n_new, 32, generator=g).to(torch.bfloat16)
+    new_out = None if tied else torch.randn(n_new, 32, generator=g).to(torch.bfloat16)
+    special = {"pad_token_id": 3, "eos_token_id": [1, 6]}
+    layout = header_layout(source)
+    assert layout is not None and layout.tied == tied
+    fast, general = tmp_path / "fast", tmp_path / "general"
+    fast.mkdir()
+    general.mkdir()
+    report = remap_from_headers(source, fast, layout, config_view(source), id_map, new_rows=new_rows,
+                                new_output_rows=new_out, special_token_ids=special)
+    reference = remap_checkpoint(source, general, id_map, new_rows=new_rows, new_output_rows=new_out,
+                                 special_token_ids=special)
+    for key in ("class", "tied", "vocab_size", "parameters_before", "parameters_after", "tensors_rewritten"):
+        assert report[key] == reference[key], key
+    for path in general.glob("*.safetensors"):
+        assert (fast / path.name).read_bytes() == path.read_bytes(), path.name
+    assert sorted(p.name for p in fast.iterdir()) == sorted(p.name for p in general.iterdir())
+    for name in ("config.json", "generation_config.json"):
+        assert json.loads((fast / name).read_text()) == json.loads((general / name).read_text()), name
+    assert json.loads((fast / "config.json").read_text())["pad_token_id"] == 3
+
+
+def test_init_of_a_supported_decoder_reads_no_model(tmp_path, multilingual_bpe):  # noqa: F811
+    """`vocabshift init` on a Llama: the header path runs, the modeling code is never imported, and the
+    output equals the in-memory path's."""
+    source = _pico_llama(multilingual_bpe, tmp_path / "src", tied=True)
+    script = (
+        "import sys, json\n"
+        "from vocabshift.init.apply import InitConfig, init_model\n"
+        f"r = init_model(InitConfig(method='fvt', model={str(source)!r}, tokenizer={str(multilingual_bpe)!r}, "
+        f"out={str(tmp_path / 'out')!r}))\n"
+        "print(json.dumps({'modeling': 'transformers.models.llama.modeling_llama' in sys.modules, "
+        "'path': r.report['path']}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"modeling": False, "path": "lean (vocabulary tensors read from the headers, no model)"}

@@ -353,3 +353,16 @@ def test_a_second_run_in_the_same_process_gets_its_own_settings(models, spanish,
     assert first.status == "completed"
     second = train(train_config(models["llama_tied"], spanish, tmp_path / "b", max_steps=1, mixed_precision="bf16"))
     assert second.status == "completed" and math.isfinite(second.metrics["loss"])
+
+
+def test_resume_with_more_steps_follows_the_new_schedule_from_its_first_step(models, spanish, tmp_path):
+    """A run stopped at step 2 of 4 and resumed with max_steps 8: the next update uses the learning rate
+    of step 2 in an 8-step schedule, not the one the 4-step schedule gave (the checkpoint's)."""
+    out = tmp_path / "run"
+    settings = {**RESUME, "schedule": "linear", "warmup_steps": 1, "min_lr_ratio": 0.0}
+    train(train_config(models["llama_tied"], spanish, out, **settings), callbacks=[lambda info: info.step == 2])
+    train(train_config(models["llama_tied"], spanish, out, resume=True, **{**settings, "max_steps": 8}))
+    logged = {m["step"]: m["lr"] for m in read_metrics(out) if "lr" in m}
+    for step in (3, 4, 8):  # the update of step s runs at scheduler position s - 1
+        want = 1e-2 * schedule_factor(step - 1, start=0, total=8, warmup=1, kind="linear", min_ratio=0.0)
+        assert logged[step]["embeddings"] == pytest.approx(want, rel=1e-6), step

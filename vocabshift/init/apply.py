@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vocabshift.config import from_dict, to_json_data
+from vocabshift.devices import resolve_device
 from vocabshift.errors import ConfigError, InitError, ModelError
 from vocabshift.init.base import (
     REQUIRES_ALIGNED,
@@ -161,16 +162,6 @@ def decompositions(hf: Any, surfaces: list[Surface], wanted: list[bool]) -> list
                 ids = ids[1:]
         out[i] = ids
     return out
-
-
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
-    return torch.device(name)
 
 
 def _load_tokenizer(path: str | Path) -> Any:
@@ -397,12 +388,34 @@ def _save_tokenizer(plan: _Plan, dst: Path) -> None:
         plan.target_hf.save_pretrained(str(dst))
 
 
+def _header_layout(config: InitConfig) -> tuple[Any, Any] | None:
+    """(config view with ``.header``, EmbeddingLayout) of a decoder :mod:`~vocabshift.surgery.row_prune`
+    edits from its headers, or None for the meta-model path (other models, or a head whose storage and
+    ``tie_word_embeddings`` disagree)."""
+    from vocabshift.surgery import row_prune
+    from vocabshift.surgery.layout import EmbeddingLayout
+
+    header = row_prune.header_layout(config.model)
+    if header is None:
+        return None
+    view = row_prune.config_view(config.model)
+    tie = getattr(view.config.get_text_config(), "tie_word_embeddings", None)
+    if tie is None or bool(tie) == header.has_head:
+        return None
+    view.header = header
+    return view, EmbeddingLayout(input_embeddings=row_prune.EMBED.removesuffix(".weight"),
+                                 output_embeddings=row_prune.HEAD.removesuffix(".weight"), tied=header.tied,
+                                 output_bias=None, vocab_size=header.vocab_size, shares_weight=header.tied,
+                                 config_tied=bool(tie))
+
+
 @writes_output
 def init_model(config: InitConfig) -> InitOutput:
     """Run ``config.method`` and write a loadable model with the target vocabulary to ``config.out``."""
     import torch
 
     from vocabshift.init.registry import get_init_method, run_init_method
+    from vocabshift.surgery import row_prune
     from vocabshift.surgery.checkpoint import load_model, parameter_count, save_model
     from vocabshift.surgery.layout import locate
     from vocabshift.surgery.lazy import can_stream, meta_model, read_vocab_tensors, remap_checkpoint
@@ -412,7 +425,7 @@ def init_model(config: InitConfig) -> InitOutput:
     method = get_init_method(config.method)
     method_config = from_dict(method.config, dict(config.options), "options")
     copy_overlap = method.copy_overlap if config.copy_overlap is None else config.copy_overlap
-    device = _device(config.device)
+    device = resolve_device(config.device)
     t_start = time.perf_counter()
     needs_teacher = REQUIRES_TEACHER in method.requires
     if needs_teacher:  # before any weights load
@@ -424,11 +437,17 @@ def init_model(config: InitConfig) -> InitOutput:
     # A 7B bf16 checkpoint then needs memory for its embedding matrices, not 28 GB of fp32 weights.
     # A model-aware method runs the whole model, so it loads it.
     lean = not config.in_memory and not needs_teacher and can_stream(config.model)
-    model = meta_model(Path(config.model)) if lean else load_model(config.model)
-    layout = locate(model, allow_meta=lean)
-    if lean:
-        tensors = read_vocab_tensors(config.model, model)
+    # A supported decoder needs no model at all: its headers and configs say where the rows are.
+    header = _header_layout(config) if lean else None
+    if header is not None:
+        model, layout = header
+        tensors = row_prune.read_vocab_rows(config.model, model.header)
     else:
+        model = meta_model(Path(config.model)) if lean else load_model(config.model)
+        layout = locate(model, allow_meta=lean)
+    if lean and header is None:
+        tensors = read_vocab_tensors(config.model, model)
+    elif not lean:
         tensors = {n: model.get_parameter(n).detach()
                    for n in (layout.input_weight, layout.output_weight, layout.output_bias) if n is not None}
     plan = _plan(config, model, copy_overlap, layout.vocab_size)
@@ -440,7 +459,8 @@ def init_model(config: InitConfig) -> InitOutput:
                               "copy_overlap": copy_overlap, "source_vocab_size": len(plan.source_rows),
                               "target_vocab_size": len(plan.target_surfaces),
                               "shared_tokens": sum(1 for s in plan.shared_compact if s >= 0),
-                              "parameters_before": parameter_count(model)}
+                              "parameters_before": model.header.parameters if header is not None
+                              else parameter_count(model)}
     kw = _inputs(config, plan, method.requires, report, method_config)
     rows_t = torch.tensor(plan.source_rows, dtype=torch.long)
     copy_t = kw["copy"]
@@ -491,7 +511,14 @@ def init_model(config: InitConfig) -> InitOutput:
     report["path"] = "lean (vocabulary tensors read, the rest streamed)" if lean else "in memory (fp32)"
 
     with atomic_output_dir(out, force=config.force) as tmp:
-        if lean:
+        if header is not None and not remap_args["pad_to_multiple_of"]:
+            report["path"] = "lean (vocabulary tensors read from the headers, no model)"
+            report["parameters_after"] = row_prune.remap_from_headers(
+                config.model, tmp, model.header, model, remap, new_rows=new_rows, new_output_rows=new_output_rows,
+                special_token_ids=remap_args["special_token_ids"])["parameters_after"]
+        elif lean:
+            if header is not None:  # padding rows are computed: the meta model after all
+                model = meta_model(Path(config.model))
             report["parameters_after"] = remap_checkpoint(config.model, tmp, remap, model=model,
                                                           **remap_args)["parameters_after"]
         else:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,19 +111,31 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def plan(source_dir: str | Path, id_map: Sequence[int], pad_to_multiple_of: int | None = None) -> RowPrunePlan | None:
-    """The plan for pruning ``source_dir`` to ``id_map`` without a model, or None (with the reason logged)
-    when the checkpoint needs the general path. ``id_map``: kept source ids, increasing, no ``-1``."""
+@dataclass
+class HeaderLayout:
+    """A supported decoder's vocabulary tensors, read from its headers and config.json alone."""
+
+    architecture: str
+    vocab_size: int
+    files: list[Path]
+    config: dict[str, Any]  # config.json as written
+    has_head: bool  # lm_head.weight is stored (untied); else the head is the input embeddings
+    parameters: int  # elements of every stored tensor
+
+    @property
+    def tied(self) -> bool:
+        return not self.has_head
+
+
+def header_layout(source_dir: str | Path) -> HeaderLayout | None:
+    """The :class:`HeaderLayout` of ``source_dir``, or None (with the reason logged) when the checkpoint
+    needs the general path: another architecture, a nested text config, custom code, or a tensor with a
+    vocabulary-sized dimension other than the embeddings and the head."""
     source_dir = Path(source_dir)
 
     def general(why: str) -> None:
         log.debug("%s: the general (meta-model) path: %s", source_dir, why)
 
-    if pad_to_multiple_of is not None:
-        return general("padding rows are computed (the mean row)")
-    ids = list(id_map)
-    if not ids or any(b <= a for a, b in zip(ids, ids[1:], strict=False)) or ids[0] < 0:
-        return general("the id_map is not increasing kept ids")
     config = _read_json(source_dir / "config.json")
     architectures = (config or {}).get("architectures")
     if config is None or not isinstance(architectures, list) or len(architectures) != 1 \
@@ -130,35 +143,56 @@ def plan(source_dir: str | Path, id_map: Sequence[int], pad_to_multiple_of: int 
         return general(f"architecture {architectures!r} is not one of {', '.join(SUPPORTED)}")
     if "text_config" in config or config.get("auto_map") or config.get("trust_remote_code"):
         return general("a nested text config or custom code")
-    old_size = config.get("vocab_size")
-    if not isinstance(old_size, int) or isinstance(old_size, bool) or ids[-1] >= old_size:
-        return general("config.json's vocab_size does not cover the id_map")
+    size = config.get("vocab_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return general("config.json has no vocab_size")
     files = check_safetensors(source_dir)
     if not files:
         return general("no safetensors weights")
     vocab_sized: set[str] = set()
+    parameters = 0
     for path in files:
         header, _ = _read_header(path)
         for name, info in header.items():
-            if name == "__metadata__" or old_size not in info["shape"]:
+            if name == "__metadata__":
                 continue
-            if name not in (EMBED, HEAD) or len(info["shape"]) != 2 or info["shape"][0] != old_size:
+            parameters += math.prod(info["shape"])
+            if size not in info["shape"]:
+                continue
+            if name not in (EMBED, HEAD) or len(info["shape"]) != 2 or info["shape"][0] != size:
                 return general(f"tensor {name!r} {info['shape']} has a dimension of the vocabulary size")
             vocab_sized.add(name)
     if EMBED not in vocab_sized:
-        return general(f"no {EMBED} of {old_size} rows")
+        return general(f"no {EMBED} of {size} rows")
+    if (source_dir / "generation_config.json").exists() and _read_json(source_dir / "generation_config.json") is None:
+        return general("generation_config.json is not a JSON object")
+    return HeaderLayout(architecture=architectures[0], vocab_size=size, files=files, config=config,
+                        has_head=HEAD in vocab_sized, parameters=parameters)
+
+
+def plan(source_dir: str | Path, id_map: Sequence[int], pad_to_multiple_of: int | None = None) -> RowPrunePlan | None:
+    """The plan for pruning ``source_dir`` to ``id_map`` without a model, or None (with the reason logged)
+    when the checkpoint needs the general path. ``id_map``: kept source ids, increasing, no ``-1``."""
+    source_dir = Path(source_dir)
+    ids = list(id_map)
+    if pad_to_multiple_of is not None or not ids or ids[0] < 0 \
+            or any(b <= a for a, b in zip(ids, ids[1:], strict=False)):
+        log.debug("%s: the general (meta-model) path: padding, or not increasing kept ids", source_dir)
+        return None
+    layout = header_layout(source_dir)
+    if layout is None or ids[-1] >= layout.vocab_size:
+        return None
+    config, old_size = layout.config, layout.vocab_size
     inverse = {old: new for new, old in enumerate(ids)}
     dropped: list[str] = []
-    defaults = {k: v for k, v in SUPPORTED[architectures[0]].items() if k not in config}
+    defaults = {k: v for k, v in SUPPORTED[layout.architecture].items() if k not in config}
     new_config = _renumber("config", {**config, **defaults}, inverse, old_size, dropped)
     new_config["vocab_size"] = len(ids)
     generation = _read_json(source_dir / "generation_config.json")
-    if generation is None and (source_dir / "generation_config.json").exists():
-        return general("generation_config.json is not a JSON object")
     new_generation = None if generation is None else _renumber("generation_config", generation, inverse, old_size,
                                                                dropped)
-    return RowPrunePlan(architecture=architectures[0], id_map=ids, old_size=old_size, files=files, config=new_config,
-                        generation_config=new_generation, dropped=dropped)
+    return RowPrunePlan(architecture=layout.architecture, id_map=ids, old_size=old_size, files=layout.files,
+                        config=new_config, generation_config=new_generation, dropped=dropped)
 
 
 def _write_all(fd: int, data: Any) -> None:
@@ -236,18 +270,17 @@ def _copy_rows(src: int, dst: int, base: int, row_bytes: int, ids: Any) -> None:
         _writev_all(dst, [buffer[a * row_bytes:(a + n) * row_bytes] for a, n in views_rows])
 
 
-def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePlan) -> dict[str, Any]:
-    """Write the pruned checkpoint of ``row_plan`` into ``out_dir`` (which exists); returns the report that
-    :func:`~vocabshift.surgery.lazy.remap_checkpoint` returns."""
-    import numpy as np
+VocabWriter = Callable[[str, int, int, int, dict[str, Any]], None]  # (name, src fd, dst fd, data start, header entry)
 
-    source_dir, out_dir = Path(source_dir), Path(out_dir)
-    ids = np.asarray(row_plan.id_map, dtype=np.int64)
-    size = len(ids)
-    before = after = 0
+
+def _rewrite_shards(source_dir: Path, out_dir: Path, files: list[Path], size: int,
+                    write_vocab: VocabWriter) -> tuple[int, set[str]]:
+    """Every shard with EMBED/HEAD resized to ``size`` rows by ``write_vocab`` and the rest copied; the
+    index too. The header is built as the general path builds it (same bytes). Returns (parameters
+    after, vocabulary tensors found)."""
+    after, total = 0, 0
     found: set[str] = set()
-    total = 0
-    for path in row_plan.files:
+    for path in files:
         header, data_start = _read_header(path)
         metadata = header.pop("__metadata__", None)
         names = sorted(header, key=lambda n: header[n]["data_offsets"][0])  # the source's byte order
@@ -256,24 +289,23 @@ def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePl
         for name in names:
             info = header[name]
             begin, end = info["data_offsets"]
-            numel = int(np.prod(info["shape"], dtype=np.int64))
             if name in (EMBED, HEAD):
                 nbytes = (end - begin) // info["shape"][0] * size
                 new_header[name] = {"dtype": info["dtype"], "shape": [size, *info["shape"][1:]],
                                     "data_offsets": [offset, offset + nbytes]}
                 found.add(name)
-                before, after = before + numel, after + numel // info["shape"][0] * size
+                after += math.prod(info["shape"][1:]) * size
             else:
                 nbytes = end - begin
                 new_header[name] = {**info, "data_offsets": [offset, offset + nbytes]}
-                before, after = before + numel, after + numel
+                after += math.prod(info["shape"])
             offset += nbytes
         total += offset
         blob = json.dumps(new_header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment
         src = os.open(path, os.O_RDONLY)
         try:
-            dst = os.open(out_dir / path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            dst = os.open(out_dir / path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             try:
                 _write_all(dst, struct.pack("<Q", len(blob)) + blob)
                 run: list[int] = []  # the byte span of consecutive unchanged tensors: copied in one call
@@ -286,8 +318,7 @@ def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePl
                         _copy_range(src, dst, data_start + run[0], run[1] - run[0])
                         run = []
                     if name is not None:
-                        begin, end = header[name]["data_offsets"]
-                        _copy_rows(src, dst, data_start + begin, (end - begin) // header[name]["shape"][0], ids)
+                        write_vocab(name, src, dst, data_start, header[name])
             finally:
                 os.close(dst)
         finally:
@@ -297,15 +328,109 @@ def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePl
         data = json.loads(index.read_text())
         data.setdefault("metadata", {})["total_size"] = total
         (out_dir / index.name).write_text(json.dumps(data, indent=2))
+    if (source_dir / "README.md").exists():
+        shutil.copy2(source_dir / "README.md", out_dir / "README.md")
+    return after, found
+
+
+def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePlan) -> dict[str, Any]:
+    """Write the pruned checkpoint of ``row_plan`` into ``out_dir`` (which exists); returns the report that
+    :func:`~vocabshift.surgery.lazy.remap_checkpoint` returns."""
+    import numpy as np
+
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    ids = np.asarray(row_plan.id_map, dtype=np.int64)
+
+    def write_vocab(name: str, src: int, dst: int, data_start: int, info: dict[str, Any]) -> None:
+        begin, end = info["data_offsets"]
+        _copy_rows(src, dst, data_start + begin, (end - begin) // info["shape"][0], ids)
+
+    before = sum(math.prod(i["shape"]) for p in row_plan.files
+                 for n, i in _read_header(p)[0].items() if n != "__metadata__")
+    after, found = _rewrite_shards(source_dir, out_dir, row_plan.files, len(ids), write_vocab)
     (out_dir / "config.json").write_text(json.dumps(row_plan.config, indent=2, sort_keys=True) + "\n")
     if row_plan.generation_config is not None:
         (out_dir / "generation_config.json").write_text(
             json.dumps(row_plan.generation_config, indent=2, sort_keys=True) + "\n")
-    if (source_dir / "README.md").exists():
-        shutil.copy2(source_dir / "README.md", out_dir / "README.md")
     for message in row_plan.dropped:
         log.warning("%s", message)
     log.info("pruned %s's rows without a model: %d -> %d tokens (%s)", row_plan.architecture, row_plan.old_size,
-             size, ", ".join(sorted(found)))
-    return {"class": row_plan.architecture, "tied": HEAD not in found, "vocab_size": size,
+             len(ids), ", ".join(sorted(found)))
+    return {"class": row_plan.architecture, "tied": HEAD not in found, "vocab_size": len(ids),
             "parameters_before": before, "parameters_after": after, "tensors_rewritten": sorted(found)}
+
+
+def config_view(source_dir: str | Path) -> Any:
+    """The checkpoint's config and generation config as transformers reads them, without the modeling
+    code: what :func:`remap_from_headers` renumbers, and what the init planner asks (``.config``)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, GenerationConfig
+
+    from vocabshift.safe_loading import LOAD_KWARGS, refuse_remote_code
+
+    source_dir = Path(source_dir)
+    refuse_remote_code(source_dir)
+    config = AutoConfig.from_pretrained(str(source_dir), **LOAD_KWARGS)
+    generation = GenerationConfig.from_pretrained(str(source_dir), **LOAD_KWARGS) \
+        if (source_dir / "generation_config.json").exists() else None
+    return SimpleNamespace(config=config, generation_config=generation)
+
+
+def read_vocab_rows(source_dir: str | Path, layout: HeaderLayout) -> dict[str, Any]:
+    """EMBED (and HEAD when stored) as torch tensors in the checkpoint's dtype."""
+    from safetensors import safe_open
+
+    out: dict[str, Any] = {}
+    for path in layout.files:
+        with safe_open(str(path), framework="pt") as f:
+            for name in (EMBED, HEAD):
+                if name in f.keys():  # noqa: SIM118  (safe_open has keys(), not __contains__)
+                    out[name] = f.get_tensor(name)
+    return out
+
+
+def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: HeaderLayout, view: Any,
+                       id_map: Sequence[int], *, new_rows: Any = None, new_output_rows: Any = None,
+                       special_token_ids: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`~vocabshift.surgery.lazy.remap_checkpoint` for a :class:`HeaderLayout` checkpoint without the
+    meta model: the same tensor bytes (rows by :func:`~vocabshift.surgery.resize.remap_rows`, the code
+    both paths share) and the same configs (renumbered by the same functions, on ``view``, a
+    :func:`config_view`). No padding: callers that pad take the general path."""
+    import torch
+
+    from vocabshift.surgery.lazy import _DTYPES
+    from vocabshift.surgery.resize import _apply_config, _special_id_updates, plan_rows, remap_rows
+
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    old_size = layout.vocab_size
+    row_plan = plan_rows(id_map, old_size, None)
+    keep_pos, kept_src, new_pos, size = row_plan
+    n_ids = keep_pos.numel() + new_pos.numel()
+    inverse = torch.full((old_size,), n_ids, dtype=torch.long)  # as remap_vocab: first new id of each source id
+    inverse.scatter_reduce_(0, kept_src, keep_pos, reduce="amin")
+    inverse[inverse == n_ids] = -1
+    updates, dropped = _special_id_updates(view, inverse, size, special_token_ids)
+    fills = {EMBED: new_rows, HEAD: new_output_rows if layout.has_head else None}
+
+    def write_vocab(name: str, src: int, dst: int, data_start: int, info: dict[str, Any]) -> None:
+        begin, end = info["data_offsets"]
+        data = bytearray(end - begin)
+        _read_into(src, memoryview(data), data_start + begin)
+        dtype = _DTYPES[info["dtype"]]
+        old = torch.frombuffer(data, dtype=dtype).reshape(info["shape"])
+        fill = fills[name]
+        rows = remap_rows(old, row_plan, None if fill is None else fill.to(dtype))
+        _write_all(dst, rows.contiguous().view(torch.uint8).numpy())
+
+    after, found = _rewrite_shards(source_dir, out_dir, layout.files, size, write_vocab)
+    _apply_config(view, size, updates)
+    for message in dropped:
+        log.warning(message)
+    view.config.save_pretrained(str(out_dir))
+    if view.generation_config is not None:
+        view.generation_config.save_pretrained(str(out_dir))
+    log.info("remapped %s from its headers: %d -> %d tokens (%d new)", layout.architecture, old_size, size,
+             new_pos.numel())
+    return {"class": layout.architecture, "tied": layout.tied, "vocab_size": size,
+            "parameters_before": layout.parameters, "parameters_after": after, "tensors_rewritten": sorted(found)}

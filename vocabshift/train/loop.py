@@ -285,17 +285,42 @@ def evaluate(model: nn.Module, eval_set: Any, accelerator: Any, batch_size: int,
             "eval_tokens": int(n)}
 
 
+@dataclass
+class _Run:
+    """What the setup of a run built: the model to train, its data, and the plan."""
+
+    run_dir: Path
+    objective: str
+    checkpoint: Path | None
+    """The checkpoint a resume continues from (its data position already checked), else None."""
+    stream: Any
+    eval_set: Any
+    setup: TrainableSetup
+    total: int
+    parameters: dict[str, Any]
+
+
 @writes_output
 def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> TrainResult:
     """Run (or, with ``config.resume``, continue) continued pretraining; see the module docstring."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedType, set_seed
-    from transformers import AutoTokenizer
-
-    from vocabshift import __version__
-    from vocabshift.train.data import PackedStream, build_eval_set, resolve_objective
+    from accelerate.utils import set_seed
 
     run_dir = Path(config.out)
+    accelerator, precision = _make_accelerator(config, run_dir)
+    set_seed(config.seed)
+    run = _prepare_run(config, accelerator, run_dir)
+    optimizer, scheduler = _make_optimizer(config, run.setup, run.total, fused=accelerator.device.type == "cuda")
+    prepared, optimizer, scheduler = accelerator.prepare(run.setup.model, optimizer, scheduler)
+    loop = _StepLoop(config, accelerator, run, prepared, optimizer, scheduler, precision, callbacks)
+    loop.run()
+    return loop.result()
+
+
+def _make_accelerator(config: TrainConfig, run_dir: Path) -> tuple[Any, str]:
+    """The run's ``Accelerator`` and its mixed precision; refuses FSDP settings it cannot honour."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
     acc_kwargs: dict[str, Any] = {
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "mixed_precision": (precision := _mixed_precision(config)),
@@ -316,7 +341,6 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     accelerator = Accelerator(**acc_kwargs)
-    main = accelerator.is_main_process
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes") and \
             accelerator.distributed_type != DistributedType.FSDP:
         # accelerate shards with FSDP only on accelerators; on CPU it would quietly train plain data
@@ -328,12 +352,19 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
     if accelerator.distributed_type == DistributedType.FSDP and config.embeddings == "new":
         raise ConfigError("embeddings: new (a gradient mask on the embedding rows) does not work on FSDP's "
                           "sharded parameters", hint="train all rows, or run with DDP")
-    set_seed(config.seed)
+    return accelerator, precision
+
+
+def _prepare_run(config: TrainConfig, accelerator: Any, run_dir: Path) -> _Run:
+    """Load the model, tokenizer and data, check a resume, then (main process only) record the run in run.json."""
+    from transformers import AutoTokenizer
+
+    from vocabshift import __version__
+    from vocabshift.safe_loading import LOAD_KWARGS
+    from vocabshift.train.data import PackedStream, build_eval_set, resolve_objective
 
     model_dir = Path(config.model)
     model = load_for_training(model_dir, config.attn_implementation)
-    from vocabshift.safe_loading import LOAD_KWARGS
-
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **LOAD_KWARGS)  # checked by load_for_training
     objective = resolve_objective(model, config.data.objective)
     fingerprint = model_fingerprint(model_dir, model.get_input_embeddings().weight)
@@ -353,7 +384,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
         stream.load_state_dict(read_data_state(checkpoint))
     # Every process has checked; only now does the main process write (no process sees its run.json).
     accelerator.wait_for_everyone()
-    if main:
+    if accelerator.is_main_process:
         open_run(run_dir, record, resume=config.resume, force=config.force, write=True)
     accelerator.wait_for_everyone()
 
@@ -365,21 +396,27 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
     log.info("objective %s, %d steps of %s tokens, %s trainable parameters", objective, total,
              f"{config.batch_size * config.gradient_accumulation_steps * config.data.seq_len * world:,}",
              f"{parameters['trainable_total']:,}")
+    return _Run(run_dir=run_dir, objective=objective, checkpoint=checkpoint, stream=stream, eval_set=eval_set,
+                setup=setup, total=total, parameters=parameters)
 
+
+def _make_optimizer(config: TrainConfig, setup: TrainableSetup, total: int,
+                    fused: bool) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the ``embeddings``, ``primitives`` and ``lora`` groups that have parameters, each with its schedule."""
     groups = []
     emb_params, lora_params = setup.parameters("embeddings"), setup.parameters("lora")
     primitive_params = setup.parameters("primitives")
     lambdas = []
+    from_start = functools.partial(schedule_factor, start=0, total=total, warmup=_warmup(config, total),
+                                   kind=config.schedule, min_ratio=config.min_lr_ratio)
     if emb_params:
         groups.append({"params": emb_params, "lr": config.embedding_lr, "weight_decay": 0.0, "name": "embeddings"})
-        lambdas.append(functools.partial(schedule_factor, start=0, total=total, warmup=_warmup(config, total),
-                                         kind=config.schedule, min_ratio=config.min_lr_ratio))
+        lambdas.append(from_start)
     if primitive_params:
         # Same schedule as the embeddings, but the LoRA-sized learning rate: see TrainConfig.primitives_lr.
         lr = config.primitives_lr if config.primitives_lr is not None else config.lora_lr
         groups.append({"params": primitive_params, "lr": lr, "weight_decay": 0.0, "name": "primitives"})
-        lambdas.append(functools.partial(schedule_factor, start=0, total=total, warmup=_warmup(config, total),
-                                         kind=config.schedule, min_ratio=config.min_lr_ratio))
+        lambdas.append(from_start)
     if lora_params:
         start = config.embeddings_only_steps
         groups.append({"params": lora_params, "lr": config.lora_lr, "weight_decay": config.weight_decay,
@@ -387,143 +424,219 @@ def train(config: TrainConfig, callbacks: Sequence[TrainCallback] = ()) -> Train
         lambdas.append(functools.partial(schedule_factor, start=start, total=total,
                                          warmup=_warmup(config, total - start), kind=config.schedule,
                                          min_ratio=config.min_lr_ratio))
-    on_cuda = accelerator.device.type == "cuda"
     optimizer = torch.optim.AdamW(groups, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
-                                  fused=on_cuda or None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-    prepared, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    writer = CheckpointWriter(run_dir, accelerator, setup.groups, keep=config.keep_checkpoints)
+                                  fused=fused or None)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
-    step, tokens = 0, 0
-    last: dict[str, Any] = {}
-    if checkpoint is not None:
-        state, data_state = writer.load(checkpoint)
-        stream.load_state_dict(data_state)
-        step, tokens, last = int(state["step"]), int(state["tokens"]), dict(state.get("metrics", {}))
-        if state.get("total_steps") not in (None, total):
+
+class _StepLoop:
+    """The optimizer-step loop of one run, and what a checkpoint of it records (step, tokens, last metrics).
+
+    ``boundary`` is the data position, RNG states and accelerate step count taken at the end of the last
+    completed step: a checkpoint always describes that step, even when written from inside the next one.
+    """
+
+    def __init__(self, config: TrainConfig, accelerator: Any, run: _Run, prepared: nn.Module, optimizer: Any,
+                 scheduler: Any, precision: str, callbacks: Sequence[TrainCallback]) -> None:
+        self.config, self.accelerator, self.run_info = config, accelerator, run
+        self.prepared, self.optimizer, self.scheduler = prepared, optimizer, scheduler
+        self.precision, self.callbacks = precision, callbacks
+        self.run_dir, self.stream, self.total, self.world = run.run_dir, run.stream, run.total, accelerator.num_processes
+        self.trainable = [p for g in optimizer.param_groups for p in g["params"]]
+        self.writer = CheckpointWriter(run.run_dir, accelerator, run.setup.groups, keep=config.keep_checkpoints)
+        self.step, self.tokens = 0, 0
+        self.last: dict[str, Any] = {}
+        if run.checkpoint is not None:
+            self._resume(run.checkpoint)
+        if config.log_with:
+            start_trackers(accelerator, config.to_dict(), self.step)
+        self.metrics_log = _MetricsLog(run.run_dir, accelerator, bool(config.log_with))
+        self.saved_at = -1
+        self.status = "completed"
+        self.interval_tokens, self.interval_start = 0, time.perf_counter()
+        self.boundary: tuple[dict[str, Any], RNGSnapshot, int] | None = None
+
+    def _resume(self, checkpoint: Path) -> None:
+        state, data_state = self.writer.load(checkpoint)
+        self.stream.load_state_dict(data_state)
+        self.step, self.tokens = int(state["step"]), int(state["tokens"])
+        self.last = dict(state.get("metrics", {}))
+        if state.get("total_steps") not in (None, self.total):
             log.warning("resuming a run planned for %s steps with %d steps: the learning-rate schedule changes",
-                        state.get("total_steps"), total)
-        if main:
-            truncate_metrics(run_dir, step)
-        log.info("resumed from %s at step %d", checkpoint, step)
-    if config.log_with:
-        start_trackers(accelerator, config.to_dict(), step)
-    metrics_log = _MetricsLog(run_dir, accelerator, bool(config.log_with))
+                        state.get("total_steps"), self.total)
+            self._reschedule()
+        if self.accelerator.is_main_process:
+            truncate_metrics(self.run_dir, self.step)
+        log.info("resumed from %s at step %d", checkpoint, self.step)
 
-    def trainer_state() -> dict[str, Any]:
-        return {"step": step, "tokens": tokens, "total_steps": total, "objective": objective, "metrics": last}
+    def _reschedule(self) -> None:
+        """The learning rates of the next step under this run's schedule: the checkpoint's optimizer holds
+        the ones its own total gave, and the next update would use them before the scheduler steps."""
+        inner = getattr(self.scheduler, "scheduler", self.scheduler)  # accelerate wraps it
+        lrs = [base * factor(inner.last_epoch) for base, factor in zip(inner.base_lrs, inner.lr_lambdas, strict=True)]
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        inner._last_lr = lrs
 
-    batches = stream.batches(config.batch_size, rank=accelerator.process_index, world_size=world)
-    prepared.train()
-    saved_at = step if checkpoint is not None else -1
-    status = "completed"
-    interval_tokens, interval_start = 0, time.perf_counter()
-    boundary = (stream.state_dict(), RNGSnapshot.capture(), accelerator.step)
-    progress, task = _progress(config.progress and main, total, step)
+    def _trainer_state(self) -> dict[str, Any]:
+        return {"step": self.step, "tokens": self.tokens, "total_steps": self.total,
+                "objective": self.run_info.objective, "metrics": self.last}
 
-    def save() -> Path:
-        nonlocal saved_at
-        path = writer.save(step, trainer_state(), boundary[0])
-        saved_at = step
+    def _capture_boundary(self) -> None:
+        self.boundary = (self.stream.state_dict(), RNGSnapshot.capture(), self.accelerator.step)
+
+    def save(self) -> Path:
+        """Checkpoint the last completed step."""
+        assert self.boundary is not None
+        path = self.writer.save(self.step, self._trainer_state(), self.boundary[0])
+        self.saved_at = self.step
         return path
 
-    with progress, _StopSignals() as stop_signals:
-        try:
-            while step < total:
-                losses = []
-                for _ in range(config.gradient_accumulation_steps):
-                    batch = next(batches)  # the stream repeats the corpus for as many epochs as it takes
-                    # Packed sequences have no padding: without an all-ones mask, SDPA takes its fast path.
-                    mask = batch.pop("attention_mask", None)
-                    if mask is not None and not bool(mask.all()):
-                        batch["attention_mask"] = mask
-                    interval_tokens += (int(mask.sum()) if mask is not None else batch["input_ids"].numel()) * world
-                    batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-                    with accelerator.accumulate(prepared):
-                        loss = prepared(**batch).loss
-                        losses.append(loss.detach())
-                        accelerator.backward(loss)
-                grad_norm = None
-                if config.max_grad_norm is not None and accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                # One host sync per step: the loss (mean over micro-batches and processes), the gradient
-                # norm and whether any process got Ctrl-C, checked before the update touches the weights.
-                checks = torch.stack([torch.stack(losses).mean().float(),
-                                      (grad_norm if grad_norm is not None else torch.zeros(())).float()
-                                      .to(accelerator.device),
-                                      torch.tensor(float(stop_signals.requested), device=accelerator.device)])
-                if world > 1:
-                    checks = accelerator.reduce(checks, "mean")
-                loss_value, norm_value, stop_flag = checks.tolist()
-                # (fp16's loss scaler makes an inf gradient norm normal: it skips that update itself)
-                if not math.isfinite(loss_value) or (not math.isfinite(norm_value) and precision != "fp16"):
-                    what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                    value = loss_value if what == "loss" else norm_value
-                    kept = f"the last good checkpoint is step {saved_at}" if saved_at >= 0 else \
-                        "no checkpoint was written before it"
-                    raise TrainingDiverged(
-                        f"the {what} is {value} at step {step + 1}; stopped without updating the weights, "
-                        f"{kept}", path=run_dir,
-                        hint="lower embedding_lr/lora_lr, add warm-up, or check the data")
-                lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
-                optimizer.step()
-                if not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                tokens += interval_tokens
-                boundary = (stream.state_dict(), RNGSnapshot.capture(), accelerator.step)
+    def run(self) -> None:
+        """Train until ``total`` steps, a callback's stop (``status`` "stopped") or a signal (raises)."""
+        config, accelerator = self.config, self.accelerator
+        batches = self.stream.batches(config.batch_size, rank=accelerator.process_index, world_size=self.world)
+        self.prepared.train()
+        self.saved_at = self.step if self.run_info.checkpoint is not None else -1
+        self.interval_tokens, self.interval_start = 0, time.perf_counter()
+        self._capture_boundary()
+        progress, task = _progress(config.progress and accelerator.is_main_process, self.total, self.step)
 
-                tps = interval_tokens / max(time.perf_counter() - interval_start, 1e-9)
-                interval_tokens = 0
-                last = {"loss": loss_value, "lr": lrs, "tokens_per_second": tps,
-                        **({"grad_norm": norm_value} if grad_norm is not None else {}),
-                        **{k: v for k, v in last.items() if k.startswith("eval_")}}
-                progress.update(task, completed=step, loss=f"{loss_value:.4f}", tps=f"{tps:,.0f}",
-                                lr=" ".join(f"{v:.2e}" for v in lrs.values()))
-                if step % config.log_every == 0 or step == total:
-                    metrics_log.write({"step": step, "loss": loss_value, "lr": lrs, "tokens": tokens,
-                                       "tokens_per_second": tps,
-                                       **({"grad_norm": norm_value} if grad_norm is not None else {})})
-                if eval_set is not None and ((config.eval_every and step % config.eval_every == 0)
-                                             or step == total):
-                    result = evaluate(prepared, eval_set, accelerator, config.eval_batch_size or config.batch_size,
-                                      objective)
-                    last.update(result)
-                    metrics_log.write({"step": step, **result})
-                    log.info("step %d: eval loss %.4f, %.4f bits per byte", step, result["eval_loss"],
-                             result["eval_bits_per_byte"])
-                stop = bool(stop_flag)
-                info = StepInfo(step=step, total_steps=total, loss=loss_value, lr=lrs, tokens=tokens,
-                                tokens_per_second=tps, grad_norm=norm_value if grad_norm is not None else None)
-                for callback in callbacks:
-                    stop = bool(callback(info)) or stop
-                if step % config.save_every == 0 or step == total or stop:
-                    save()
-                if stop:
-                    if stop_flag:
-                        raise TrainingStopped(stop_signals.signum)
-                    status = "stopped"
-                    break
-                interval_start = time.perf_counter()  # tokens/s counts training, not evaluation or saving
-        except KeyboardInterrupt:
-            # Put back what the unfinished step consumed, then checkpoint the last completed step.
-            boundary[1].restore()
-            accelerator.step = boundary[2]
-            optimizer.zero_grad(set_to_none=True)
-            if saved_at != step:
-                path = save()
-                log.warning("interrupted at step %d; checkpoint %s; continue with --resume", step, path)
-            raise
-        finally:
-            stream.close()
-            if config.log_with:
-                accelerator.end_training()
+        with progress, _StopSignals() as stop_signals:
+            try:
+                while self.step < self.total:
+                    if self._one_step(batches, stop_signals, progress, task):
+                        self.status = "stopped"
+                        break
+                    self.interval_start = time.perf_counter()  # tokens/s counts training, not evaluation or saving
+            except KeyboardInterrupt:
+                self._checkpoint_interrupted()
+                raise
+            finally:
+                self.stream.close()
+                if config.log_with:
+                    accelerator.end_training()
 
-    unwrapped = accelerator.unwrap_model(prepared)
-    return TrainResult(run_dir=run_dir, step=step, total_steps=total, tokens=tokens, status=status,
-                       metrics={**last, "step": step, "tokens": tokens},
-                       checkpoint=run_dir / CHECKPOINT_DIR / step_dir_name(step) if saved_at == step else None,
-                       parameters=parameters, model=unwrapped)
+    def _one_step(self, batches: Any, stop_signals: _StopSignals, progress: Any, task: Any) -> bool:
+        """One optimizer step and its hooks; True when a callback stops the run (a signal raises instead)."""
+        losses, grad_norm = self._forward_backward(batches)
+        loss_value, norm_value, stop_flag = self._checked_values(losses, grad_norm, stop_signals.requested)
+        lrs = self._update()
+        tps = self.interval_tokens / max(time.perf_counter() - self.interval_start, 1e-9)
+        self.interval_tokens = 0
+        norm = norm_value if grad_norm is not None else None
+        self._record(loss_value, lrs, tps, norm, progress, task)
+        self._maybe_evaluate()
+        stop = bool(stop_flag)
+        info = StepInfo(step=self.step, total_steps=self.total, loss=loss_value, lr=lrs, tokens=self.tokens,
+                        tokens_per_second=tps, grad_norm=norm)
+        for callback in self.callbacks:
+            stop = bool(callback(info)) or stop
+        if self.step % self.config.save_every == 0 or self.step == self.total or stop:
+            self.save()
+        if stop and stop_flag:
+            raise TrainingStopped(stop_signals.signum)
+        return stop
 
+    def _forward_backward(self, batches: Any) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The step's micro-batches (gradients accumulated), then clipping: their losses and the gradient norm."""
+        accelerator = self.accelerator
+        losses = []
+        for _ in range(self.config.gradient_accumulation_steps):
+            batch = next(batches)  # the stream repeats the corpus for as many epochs as it takes
+            # Packed sequences have no padding: without an all-ones mask, SDPA takes its fast path.
+            mask = batch.pop("attention_mask", None)
+            if mask is not None and not bool(mask.all()):
+                batch["attention_mask"] = mask
+            self.interval_tokens += (int(mask.sum()) if mask is not None else batch["input_ids"].numel()) * self.world
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            with accelerator.accumulate(self.prepared):
+                loss = self.prepared(**batch).loss
+                losses.append(loss.detach())
+                accelerator.backward(loss)
+        grad_norm = None
+        if self.config.max_grad_norm is not None and accelerator.sync_gradients:
+            grad_norm = accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        return losses, grad_norm
+
+    def _checked_values(self, losses: list[torch.Tensor], grad_norm: torch.Tensor | None,
+                        stop_requested: bool) -> tuple[float, float, float]:
+        """``(loss, grad norm, stop flag)`` averaged over processes; raises :class:`TrainingDiverged` on NaN/inf."""
+        accelerator = self.accelerator
+        # One host sync per step: the loss (mean over micro-batches and processes), the gradient
+        # norm and whether any process got Ctrl-C, checked before the update touches the weights.
+        checks = torch.stack([torch.stack(losses).mean().float(),
+                              (grad_norm if grad_norm is not None else torch.zeros(())).float()
+                              .to(accelerator.device),
+                              torch.tensor(float(stop_requested), device=accelerator.device)])
+        if self.world > 1:
+            checks = accelerator.reduce(checks, "mean")
+        loss_value, norm_value, stop_flag = checks.tolist()
+        # (fp16's loss scaler makes an inf gradient norm normal: it skips that update itself)
+        if not math.isfinite(loss_value) or (not math.isfinite(norm_value) and self.precision != "fp16"):
+            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+            value = loss_value if what == "loss" else norm_value
+            kept = f"the last good checkpoint is step {self.saved_at}" if self.saved_at >= 0 else \
+                "no checkpoint was written before it"
+            raise TrainingDiverged(
+                f"the {what} is {value} at step {self.step + 1}; stopped without updating the weights, "
+                f"{kept}", path=self.run_dir,
+                hint="lower embedding_lr/lora_lr, add warm-up, or check the data")
+        return loss_value, norm_value, stop_flag
+
+    def _update(self) -> dict[str, float]:
+        """Apply the update and advance the schedule and counters; the learning rates the update used."""
+        optimizer = self.optimizer
+        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
+        optimizer.step()
+        if not self.accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += self.interval_tokens
+        self._capture_boundary()
+        return lrs
+
+    def _record(self, loss_value: float, lrs: dict[str, float], tps: float, grad_norm: float | None,
+                progress: Any, task: Any) -> None:
+        """Keep the step's numbers (with the last evaluation), show them, and log them every ``log_every`` steps."""
+        norm = {"grad_norm": grad_norm} if grad_norm is not None else {}
+        self.last = {"loss": loss_value, "lr": lrs, "tokens_per_second": tps, **norm,
+                     **{k: v for k, v in self.last.items() if k.startswith("eval_")}}
+        progress.update(task, completed=self.step, loss=f"{loss_value:.4f}", tps=f"{tps:,.0f}",
+                        lr=" ".join(f"{v:.2e}" for v in lrs.values()))
+        if self.step % self.config.log_every == 0 or self.step == self.total:
+            self.metrics_log.write({"step": self.step, "loss": loss_value, "lr": lrs, "tokens": self.tokens,
+                                    "tokens_per_second": tps, **norm})
+
+    def _maybe_evaluate(self) -> None:
+        """Evaluate every ``eval_every`` steps and at the end, when there is a held-out set."""
+        config, eval_set = self.config, self.run_info.eval_set
+        if eval_set is None or not ((config.eval_every and self.step % config.eval_every == 0)
+                                    or self.step == self.total):
+            return
+        result = evaluate(self.prepared, eval_set, self.accelerator, config.eval_batch_size or config.batch_size,
+                          self.run_info.objective)
+        self.last.update(result)
+        self.metrics_log.write({"step": self.step, **result})
+        log.info("step %d: eval loss %.4f, %.4f bits per byte", self.step, result["eval_loss"],
+                 result["eval_bits_per_byte"])
+
+    def _checkpoint_interrupted(self) -> None:
+        """Put back what the unfinished step consumed, then checkpoint the last completed step."""
+        assert self.boundary is not None
+        self.boundary[1].restore()
+        self.accelerator.step = self.boundary[2]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.saved_at != self.step:
+            path = self.save()
+            log.warning("interrupted at step %d; checkpoint %s; continue with --resume", self.step, path)
+
+    def result(self) -> TrainResult:
+        """What the run ended with, the model unwrapped from DDP/compile."""
+        step, run_dir = self.step, self.run_dir
+        unwrapped = self.accelerator.unwrap_model(self.prepared)
+        return TrainResult(run_dir=run_dir, step=step, total_steps=self.total, tokens=self.tokens, status=self.status,
+                           metrics={**self.last, "step": step, "tokens": self.tokens},
+                           checkpoint=run_dir / CHECKPOINT_DIR / step_dir_name(step) if self.saved_at == step else None,
+                           parameters=self.run_info.parameters, model=unwrapped)
