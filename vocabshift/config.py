@@ -4,6 +4,10 @@ The dataclasses are the single schema of vocabshift: CLI flags, YAML recipe keys
 arguments are the same names. Fields carry ``metadata={"help": ...}``, which the CLI and the recipe
 reference in ``docs/`` read. :func:`from_dict` validates nested dicts against the schema: an unknown
 key is an error naming the closest valid key, a wrong type an error naming the dotted path.
+A config's own checks (``__post_init__``) collect their problems with :class:`Problems`, so that a config
+with several mistakes names all of them. :func:`recipe_section` makes the section of the ``adapt`` recipe
+that a stage's config becomes, without the fields the pipeline fills; :func:`to_dict_as_given` is what a
+stage key hashes of it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 import reprlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +67,46 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+class ConfigProblems(ConfigError):
+    """Several problems of one config, found at once; ``str`` lists them on one line, ``errors`` one by one."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = list(errors)
+        super().__init__(format_problems([str(e) for e in self.errors]))
+
+
+class Problems:
+    """Collects the ConfigErrors of independent checks, so that a config names every problem at once::
+
+        found = Problems()
+        with found:
+            check_a()
+        with found:
+            check_b()
+        found.raise_any()  # nothing, the one error, or ConfigProblems listing them all
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def __enter__(self) -> Problems:
+        return self
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
+        if isinstance(err, ConfigProblems):
+            self.errors += err.errors
+        elif isinstance(err, ConfigError):
+            self.errors.append(err)
+        return isinstance(err, ConfigError)  # swallowed: recorded
+
+    def raise_any(self) -> None:
+        """Raise what was collected: the one error as it is, several as one :class:`ConfigProblems`."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigProblems(self.errors)
 
 
 class _AlreadyReported(ConfigError):
@@ -182,9 +227,13 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str], co
 
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
+        filled = getattr(cls, "FILLED_BY_PIPELINE", {})
+        if key in filled:
+            fail(f"{path}: set by the pipeline ({filled[key]}), not by the recipe")
+            continue
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(names)})"
+            close = _closest(str(key), names)
+            hint = f" (did you mean '{close}'?)" if close else f" (valid keys: {', '.join(names)})"
             shown = path if len(path) <= MAX_VALUE_CHARS else path[:MAX_VALUE_CHARS - 3] + "..."
             fail(f"unknown key '{shown}'{hint}")
             continue
@@ -203,20 +252,138 @@ def _build(cls: type[T], data: dict[str, Any], where: str, errors: list[str], co
     if missing:
         fail(f"missing required key(s): {', '.join((where + '.' if where else '') + m for m in missing)}")
     if len(errors) > n_errors:
+        failed = [k for k in data if k in names and k not in kwargs]
+        errors.extend(_other_problems(cls, kwargs, failed, where, names))
         return None
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except ConfigError as err:
         if not collect:
             raise
-        message = str(err)
-        if where and message.split(" ", 1)[0].rstrip(":") in names:
-            errors.append(f"{where}.{message}")  # "max_steps must be ..." -> "training.max_steps must be ..."
-        else:
-            errors.append(f"{where}: {message}" if where else message)
+        errors.extend(_located(where, names, str(e)) for e in getattr(err, "errors", [err]))
     except TypeError as err:
         fail(f"{where or cls.__name__}: {err}")
+    else:
+        _remember_given(built, data)
+        return built
     return None
+
+
+def _closest(key: str, names: list[str]) -> str | None:
+    """The valid key ``key`` was most likely meant to be: a close spelling, else the closest of the keys
+    that share a word with it (``lr_typo`` -> a ``..._lr``)."""
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return close[0]
+    words = set(key.lower().split("_"))
+    sharing = [n for n in names if words & set(n.split("_"))]
+    close = difflib.get_close_matches(key, sharing, n=1, cutoff=0.0)
+    return close[0] if close else None
+
+
+def _other_problems(cls: type, kwargs: dict[str, Any], failed: list[str], where: str, names: list[str]) -> list[str]:
+    """The config's own checks with its ``failed`` fields (whose problems are named already) at their
+    defaults, but for problems that name one of them: a section with a wrong type has its other mistakes
+    named too, in the same error."""
+    try:
+        cls(**kwargs)
+    except ConfigError as err:
+        messages = [str(e) for e in getattr(err, "errors", [err])]
+        return [_located(where, names, m) for m in messages
+                if not any(re.search(rf"\b{re.escape(name)}\b", m) for name in failed)]
+    except (TypeError, ValueError, AttributeError):  # a required field is missing, or a default does not fit
+        return []
+    return []
+
+
+def _located(where: str, names: list[str], message: str) -> str:
+    """``message`` of the config at ``where``, with its dotted path: ``max_steps must be ...`` ->
+    ``training.max_steps must be ...``; in a nested section, ``lora.r must be ...`` (at ``training.lora``) ->
+    ``training.lora.r must be ...``; anything else -> ``where: message``."""
+    if not where:
+        return message
+    first = message.split(" ", 1)[0].rstrip(":")
+    parent, _, last = where.rpartition(".")
+    if first in names:
+        return f"{where}.{message}"
+    if parent and first.startswith(last + ".") and first[len(last) + 1:] in names:  # it names its own section
+        return f"{parent}.{message}"
+    return f"{where}: {message}"
+
+
+# ------------------------------------------------------------------------------------------------
+# What a config was given, and recipe sections
+
+_GIVEN = "_vocabshift_given"  # attribute of a config built by from_dict: the mapping it was built from
+_UNSET = object()
+
+
+def _remember_given(config: Any, data: dict[str, Any]) -> None:
+    try:
+        object.__setattr__(config, _GIVEN, dict(data))
+    except (AttributeError, TypeError):  # a dataclass with __slots__: nothing remembered
+        pass
+
+
+def replace_given(config: T, **changes: Any) -> T:
+    """``dataclasses.replace`` that keeps what ``config`` was given, with ``changes`` applied to it too."""
+    new = dataclasses.replace(config, **changes)  # type: ignore[type-var]
+    given = getattr(config, _GIVEN, None)
+    if given is not None:
+        _remember_given(new, {**given, **{k: v for k, v in changes.items() if k in given}})
+    return new
+
+
+def _at_default(config: Any, f: dataclasses.Field) -> bool:
+    value = getattr(config, f.name)
+    if f.default is not dataclasses.MISSING:
+        return bool(value == f.default)
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return bool(value == f.default_factory())  # type: ignore[misc]
+    return False
+
+
+def to_dict_as_given(config: Any) -> dict[str, Any]:
+    """:func:`to_dict` of only the fields ``config`` was given (the keys of the mapping :func:`from_dict`
+    built it from, and any field not at its default), nested ones alike, with each value as written
+    where it equals the typed one (``alpha: 32`` stays ``32``, not ``32.0``).
+
+    Stage keys hash this of a recipe section, so typing a section that was a plain mapping keeps the keys
+    (and the cached stages) of existing runs.
+    """
+    return _as_given(config, _UNSET)
+
+
+def _as_given(typed: Any, raw: Any) -> Any:
+    if dataclasses.is_dataclass(typed) and not isinstance(typed, type):
+        if not isinstance(raw, dict):
+            raw = getattr(typed, _GIVEN, None) or {}
+        keys = [f.name for f in dataclasses.fields(typed) if f.name in raw or not _at_default(typed, f)]
+        return {k: _as_given(getattr(typed, k), raw.get(k, _UNSET)) for k in keys}
+    if isinstance(typed, (list, tuple)) and isinstance(raw, list) and len(raw) == len(typed):
+        return [_as_given(t, r) for t, r in zip(typed, raw, strict=True)]
+    if isinstance(typed, dict) and isinstance(raw, dict):
+        return {k: _as_given(v, raw.get(k, _UNSET)) for k, v in typed.items()}
+    if type(raw) in (int, float, str, bool, type(None)) and raw == typed:
+        return raw
+    return to_dict(typed)
+
+
+def recipe_section(config_cls: type, name: str, filled_by_pipeline: dict[str, str],
+                   check: Callable[[Any], None], doc: str, module: str) -> type:
+    """The section of the ``adapt`` recipe that ``config_cls`` becomes: a dataclass with the same fields
+    (types, defaults, help) but those in ``filled_by_pipeline`` (name -> what the pipeline sets it to),
+    which the recipe may not give; ``check(section)`` runs as its ``__post_init__``. ``module``: where it
+    is defined (its ``__module__``).
+    """
+    hints = typing.get_type_hints(config_cls)
+    fields = [(f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory,  # type: ignore[call-overload]
+                                            metadata=f.metadata))
+              for f in dataclasses.fields(config_cls) if f.name not in filled_by_pipeline]
+    section = dataclasses.make_dataclass(name, fields, bases=(ConfigMixin,), namespace={
+        "__doc__": doc, "__post_init__": check, "FILLED_BY_PIPELINE": dict(filled_by_pipeline)})
+    section.__module__ = module
+    return section
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
@@ -362,5 +529,6 @@ def check_trainer_settings(config: Any) -> None:
         raise ConfigError(f"max_piece_length must be >= 0, got {config.max_piece_length}")
 
 
-__all__ = ["MAX_PAD_MULTIPLE", "MAX_VOCAB_SIZE", "ConfigMixin", "CorpusConfig", "CorpusSource", "TokenizerTrainConfig",
-           "check_trainer_settings", "check_vocab_size", "format_problems", "from_dict", "load_yaml", "safe_load_yaml", "show", "to_dict"]
+__all__ = ["MAX_PAD_MULTIPLE", "MAX_VOCAB_SIZE", "ConfigMixin", "ConfigProblems", "CorpusConfig", "CorpusSource", "Problems",
+           "TokenizerTrainConfig", "check_trainer_settings", "check_vocab_size", "format_problems", "from_dict",
+           "load_yaml", "recipe_section", "replace_given", "safe_load_yaml", "show", "to_dict", "to_dict_as_given"]

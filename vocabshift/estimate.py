@@ -73,21 +73,21 @@ def estimate(config: AdaptConfig) -> dict[str, Any]:
     return out
 
 
-def _trainable(training: dict[str, Any], model: Any, vocab: int, rows_per_token: int) -> dict[str, Any]:
-    """LoRA modules and trainable parameters (LoRA + embedding rows) that the recipe's training would have."""
+def _trainable(training: Any, model: Any, vocab: int, rows_per_token: int) -> dict[str, Any]:
+    """LoRA modules and trainable parameters (LoRA + embedding rows) that the recipe's training section
+    would have."""
     from vocabshift.train.peft_setup import find_target_modules
 
     out: dict[str, Any] = {}
-    lora = dict(training.get("lora") or {})
+    lora = training.lora
     trainable = 0
-    if lora.get("enabled", True):
-        r = int(lora.get("r", 16))
-        paths, _ = find_target_modules(model, lora.get("target_modules"))
+    if lora.enabled:
+        paths, _ = find_target_modules(model, lora.target_modules)
         for path in paths:
             w = model.get_submodule(path).weight
-            trainable += r * (w.shape[0] + w.shape[1])
+            trainable += lora.r * (w.shape[0] + w.shape[1])
         out["lora_modules"] = len(paths)
-    if training.get("embeddings", "all") != "frozen":
+    if training.embeddings != "frozen":
         trainable += vocab * rows_per_token
     out["trainable_parameters_estimate"] = trainable
     return out

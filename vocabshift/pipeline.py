@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import platform
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +41,10 @@ from vocabshift.config import (
     check_trainer_settings,
     check_whole_number,
     format_problems,
+    from_dict,
     load_yaml,
+    recipe_section,
+    replace_given,
     to_dict,
     to_json_data,
     validate_dict,
@@ -48,6 +52,7 @@ from vocabshift.config import (
 from vocabshift.corpus import is_datasets_folder, resolve_files, split_spec
 from vocabshift.errors import ConfigError, OutputExistsError, VocabshiftError
 from vocabshift.estimate import estimate as estimate  # moved; `X as X` re-exports the old import paths
+from vocabshift.eval.config import EvalConfig, check_eval_settings
 from vocabshift.outputs import input_paths, output_guard, refuse_overlap, write_text_atomic
 from vocabshift.recipe_reference import recipe_reference as recipe_reference
 from vocabshift.recipe_reference import write_recipe_reference
@@ -55,6 +60,7 @@ from vocabshift.stages import STAGE_FILE, StagePlan, plan_stages
 from vocabshift.stages.base import fingerprint as _fingerprint  # noqa: F401  (the old import path)
 from vocabshift.stages.eval import LM_EVAL_TASK_DIR as LM_EVAL_TASK_DIR
 from vocabshift.stages.eval import extra_corpora as _extra_corpora
+from vocabshift.train.config import TrainConfig, check_train_settings
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +179,37 @@ class ExportSection(ConfigMixin):
     save_adapter: bool = field(default=False, metadata={"help": "Also write the PEFT adapter."})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
 
+    def __post_init__(self) -> None:
+        from vocabshift.export import DTYPES
+
+        if self.dtype not in DTYPES:  # what the export stage would refuse after training, refused now
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
+TRAINING_FILLED_BY_PIPELINE = {
+    "model": "the model of the stage before train", "corpus": "the languages' text", "out": "the stage's directory",
+    "resume": "adapt --resume", "force": "a stage that re-runs starts over"}
+EVAL_FILLED_BY_PIPELINE = {
+    "model": "the final model", "baseline": "the source model", "corpus": "the held-out documents",
+    "corpus_name": "'heldout'", "source_corpus": "source_language.corpus",
+    "lm_eval_task": "the stage's lm-eval-task/", "metrics_jsonl": "the train stage's metrics.jsonl",
+    "out": "the stage's directory", "force": "a stage that re-runs starts over"}
+HELDOUT = "heldout"  # the name of the held-out documents in the report
+
+TrainingSection = recipe_section(
+    TrainConfig, "TrainingSection", TRAINING_FILLED_BY_PIPELINE, check_train_settings, module=__name__,
+    doc="Stage 4: continued pretraining, the options of `vocabshift train` (TrainConfig) but those the "
+        "pipeline fills; seed, data.seed and data.eval_documents default to the recipe's.")
+
+
+def _check_eval_section(section: Any) -> None:
+    check_eval_settings(section, HELDOUT)
+
+
+EvalSection = recipe_section(
+    EvalConfig, "EvalSection", EVAL_FILLED_BY_PIPELINE, _check_eval_section, module=__name__,
+    doc="Stage 6: the evaluation, the options of `vocabshift eval` (EvalConfig) but those the pipeline fills.")
+
 
 @dataclass
 class AdaptConfig(ConfigMixin):
@@ -192,16 +229,21 @@ class AdaptConfig(ConfigMixin):
     vocabulary: VocabularySection = field(default_factory=VocabularySection, metadata={"help": "Vocabulary mode."})
     vectors: VectorsSection = field(default_factory=VectorsSection, metadata={"help": "Static vectors."})
     init: InitSection = field(default_factory=InitSection, metadata={"help": "Embedding initialization."})
-    training: dict[str, Any] | None = field(default=None, metadata={
-        "help": "`vocabshift train` options (TrainConfig fields but model, corpus, out); null: no training."})
+    training: TrainingSection | None = field(default=None, metadata={  # type: ignore[valid-type]
+        "help": "`vocabshift train` options (TrainConfig fields but those the pipeline fills); null: no training."})
     export: ExportSection = field(default_factory=ExportSection, metadata={"help": "Final checkpoint."})
-    eval: dict[str, Any] | None = field(default_factory=dict, metadata={
-        "help": "`vocabshift eval` options (EvalConfig fields but model, baseline, corpus, out); null: no eval."})
+    eval: EvalSection | None = field(default_factory=EvalSection, metadata={  # type: ignore[valid-type]
+        "help": "`vocabshift eval` options (EvalConfig fields but those the pipeline fills); null: no eval."})
     seed: int = field(default=0, metadata={"help": "Seed of every stage."})
 
     def __post_init__(self) -> None:
         if not self.languages:
             raise ConfigError("languages: give at least one target language with its corpus")
+        # AdaptConfig(training={...}) from Python: a mapping becomes its section, as in a recipe
+        if isinstance(self.training, dict):
+            self.training = from_dict(TrainingSection, self.training, "training")
+        if isinstance(self.eval, dict):
+            self.eval = from_dict(EvalSection, self.eval, "eval")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,6 +321,8 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
     config, problems = validate_dict(AdaptConfig, data)
     if config is not None:
         problems += _check_stages(config, base, check_files)
+    else:  # what the sections without problems would still fail on (missing files): reported now too
+        problems += _check_salvaged(data, problems, base, check_files)
     if problems:
         where = "" if isinstance(recipe, dict) else f"{recipe}: "
         raise ConfigError(f"{where}{len(problems)} problem(s) in the recipe: " + format_problems(problems))
@@ -286,67 +330,29 @@ def load_recipe(recipe: str | Path | dict[str, Any], overrides: list[str] | None
     return _resolved(config, base), base
 
 
+_PROBLEM_KEY = re.compile(r"^(?:unknown key ')?([A-Za-z_]\w*)")  # the top-level key a problem is about
+
+
+def _check_salvaged(data: dict[str, Any], problems: list[str], base: Path, check_files: bool) -> list[str]:
+    """The input files and init method of the recipe without its top-level keys that have problems (none
+    when a required key has one): so that a recipe's mistakes are all named at once."""
+    bad = {m.group(1) for p in problems if (m := _PROBLEM_KEY.match(p))}
+    salvaged, _ = validate_dict(AdaptConfig, {k: v for k, v in data.items() if k not in bad})
+    if salvaged is None:
+        return []
+    found = _check_inputs(salvaged, base) if check_files else []
+    return found + ([] if "init" in bad else _check_init(salvaged))
+
+
 def _check_stages(config: AdaptConfig, base: Path, check_files: bool = True) -> list[str]:
     """Problems a stage would only find when it runs, found now (``check_files``: also missing inputs)."""
-    from vocabshift.init.apply import InitConfig
-
-    problems: list[str] = []
-
-    def check(fn: Callable[[], Any]) -> None:
-        try:
-            fn()
-        except VocabshiftError as err:
-            problems.append(str(err))
-
-    def check_input(spec: str, where: str) -> None:
-        if check_files:
-            check(lambda: _check_input(spec, base, where))
-
-    if check_files:
-        if config.source.startswith(("package:", "manifest:")):
-            check(lambda: _resolve_path(config.source, base))
-        elif not (base / Path(config.source).expanduser()).exists():
-            problems.append(f"source: {config.source} does not exist")
-    for i, lang in enumerate(config.languages):
-        for spec in lang.corpus:
-            check_input(spec, f"languages[{i}].corpus")
-    if config.source_language is not None:
-        for spec in config.source_language.corpus:
-            check_input(spec, "source_language.corpus")
-    if config.tokenizer.path:
-        check_input(config.tokenizer.path, "tokenizer.path")
-    if config.vectors.dictionary:
-        check_input(config.vectors.dictionary, "vectors.dictionary")
-    check(lambda: InitConfig(method=config.init.method, model="-", out="-", options=dict(config.init.options)))
-    if config.training is not None:
-        from vocabshift.train.config import TrainConfig
-
-        _, errs = validate_dict(TrainConfig, {"model": "-", "out": "-", "corpus": {"sources": [{"paths": ["-"]}]},
-                                              **config.training}, "training")
-        problems += errs
-    if config.eval is not None:
-        from vocabshift.eval import EvalConfig
-
-        _, errs = validate_dict(EvalConfig, {"model": "-", "corpus": {"sources": [{"paths": ["-"]}]},
-                                             **config.eval, "corpus_name": "heldout"}, "eval")
-        problems += errs
-        for name, specs in _extra_corpora(config).items():
-            for spec in specs:
-                check_input(spec, f"eval.extra_corpora.{name}")
-    from vocabshift.init.base import REQUIRES_ALIGNED
-    from vocabshift.init.registry import REGISTERED_INIT_METHODS
-
-    method = REGISTERED_INIT_METHODS.get(config.init.method)
-    needs_vectors = (config.vocabulary.mode != "prune" and method is not None
-                     and REQUIRES_ALIGNED in method.requires)
-    if needs_vectors:
-        for side in ("source", "target"):
-            v = getattr(config.vectors, side)
-            if v.path:
-                check_input(v.path, f"vectors.{side}.path")
-        if not config.vectors.source.path and (config.source_language is None or not config.source_language.corpus):
-            problems.append(f"init.method {config.init.method} needs source-language vectors: give vectors.source.path "
-                            "or source_language.corpus to train them on")
+    problems = _check_inputs(config, base) if check_files else []
+    problems += _check_init(config)
+    method = _init_method(config)
+    if config.vocabulary.mode != "prune" and method is not None and _needs_aligned(method) and \
+            not config.vectors.source.path and (config.source_language is None or not config.source_language.corpus):
+        problems.append(f"init.method {config.init.method} needs source-language vectors: give vectors.source.path "
+                        "or source_language.corpus to train them on")
     if config.vocabulary.mode == "prune":
         if not (config.vocabulary.keep_scripts or config.vocabulary.min_count
                 or all(lang.scripts for lang in config.languages)):
@@ -356,6 +362,67 @@ def _check_stages(config: AdaptConfig, base: Path, check_files: bool = True) -> 
             config.source_language is None or not config.source_language.corpus):
         problems.append("vocabulary.protect_source_text needs source_language.corpus")
     return problems
+
+
+def _init_method(config: AdaptConfig) -> Any:
+    from vocabshift.init.registry import REGISTERED_INIT_METHODS
+
+    return REGISTERED_INIT_METHODS.get(config.init.method)
+
+
+def _needs_aligned(method: Any) -> bool:
+    from vocabshift.init.base import REQUIRES_ALIGNED
+
+    return REQUIRES_ALIGNED in method.requires
+
+
+def _check_init(config: AdaptConfig) -> list[str]:
+    """The init method's name, and every problem of ``init.options`` against the method's own config."""
+    from vocabshift.init.registry import get_init_method
+
+    try:
+        method = get_init_method(config.init.method)  # an unknown name: the closest ones
+    except VocabshiftError as err:
+        return [str(err)]
+    return validate_dict(method.config, dict(config.init.options), "init.options")[1]
+
+
+def _check_inputs(config: AdaptConfig, base: Path) -> list[str]:
+    """Every input file the recipe names that does not exist (or, for globs and datasets, does not match)."""
+    problems: list[str] = []
+
+    def check_input(spec: str, where: str) -> None:
+        try:
+            _check_input(spec, base, where)
+        except VocabshiftError as err:
+            problems.append(str(err))
+
+    if config.source.startswith(("package:", "manifest:")):
+        try:
+            _resolve_path(config.source, base)
+        except VocabshiftError as err:
+            problems.append(str(err))
+    elif not (base / Path(config.source).expanduser()).exists():
+        problems.append(f"source: {config.source} does not exist")
+    for where, spec in _input_specs(config):
+        check_input(spec, where)
+    return problems
+
+
+def _input_specs(config: AdaptConfig) -> list[tuple[str, str]]:
+    """(where, spec) of every input the recipe names but the source."""
+    specs = [(f"languages[{i}].corpus", p) for i, lang in enumerate(config.languages) for p in lang.corpus]
+    if config.source_language is not None:
+        specs += [("source_language.corpus", p) for p in config.source_language.corpus]
+    specs += [(name, spec) for name, spec in (("tokenizer.path", config.tokenizer.path),
+                                             ("vectors.dictionary", config.vectors.dictionary)) if spec]
+    if config.eval is not None:
+        specs += [(f"eval.extra_corpora.{name}", p) for name, paths in _extra_corpora(config).items() for p in paths]
+    method = _init_method(config)
+    if config.vocabulary.mode != "prune" and method is not None and _needs_aligned(method):
+        specs += [(f"vectors.{side}.path", getattr(config.vectors, side).path) for side in ("source", "target")
+                  if getattr(config.vectors, side).path]
+    return specs
 
 
 def _check_input(spec: str, base: Path, where: str) -> None:
@@ -394,8 +461,8 @@ def _resolved(config: AdaptConfig, base: Path) -> AdaptConfig:
         source=dataclasses.replace(config.vectors.source, path=fix(config.vectors.source.path)),
         target=dataclasses.replace(config.vectors.target, path=fix(config.vectors.target.path)))
     if config.eval is not None and _extra_corpora(config):
-        c.eval = {**config.eval, "extra_corpora": {name: [fix(p) for p in specs]
-                                                   for name, specs in _extra_corpora(config).items()}}
+        c.eval = replace_given(config.eval, extra_corpora={name: [fix(p) for p in specs]
+                                                           for name, specs in _extra_corpora(config).items()})
     return c
 
 

@@ -13,8 +13,7 @@ from typing import Any
 from vocabshift.config import to_dict
 from vocabshift.corpus import CorpusConfig
 
-_FILLED_BY_PIPELINE = {"model", "corpus", "out", "baseline", "resume", "force", "metrics_jsonl", "corpus_name",
-                       "source_corpus", "lm_eval_task"}
+_OWN_SECTIONS = {"training", "eval"}  # documented in sections of their own, after the top level
 
 
 def _type_name(hint: Any) -> str:
@@ -34,33 +33,48 @@ def _default(f: dataclasses.Field) -> str:
     return "**required**"
 
 
-def _fields_table(cls: type, prefix: str, skip: set[str] = frozenset()) -> list[str]:
+def _fields_table(cls: type, prefix: str, skip: frozenset[str] = frozenset()) -> list[str]:
+    """The table of ``cls``'s fields (keys ``prefix + name``), then one table per nested section but
+    those in ``skip``."""
     import typing
 
     hints = typing.get_type_hints(cls)
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     nested: list[tuple[str, type]] = []
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         hint = hints[f.name]
         inner = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)] or (
             [hint] if dataclasses.is_dataclass(hint) else [])
-        if inner and inner[0] is not CorpusConfig:
+        if inner and inner[0] is not CorpusConfig and f.name not in skip:
             nested.append((f"{prefix}{f.name}", inner[0]))
         help_text = str(f.metadata.get("help", "")).replace("|", "\\|")
         lines.append(f"| `{prefix}{f.name}` | {_type_name(hint)} | {_default(f)} | {help_text} |")
     out = lines
     for path, sub in nested:
-        out += ["", f"#### `{path}`", "", *_fields_table(sub, f"{path}.", skip)]
+        out += ["", f"#### `{path}`", "", *_fields_table(sub, f"{path}.")]
+    return out
+
+
+def _filled(section: type) -> list[str]:
+    """The fields of a recipe section that the pipeline sets (what to), as a list."""
+    return ["Set by the pipeline, not recipe keys:", "",
+            *(f"- `{name}`: {what}" for name, what in section.FILLED_BY_PIPELINE.items())]  # type: ignore[attr-defined]
+
+
+def _init_options() -> list[str]:
+    """One table per registered init method: the keys of ``init.options``."""
+    from vocabshift.init.registry import REGISTERED_INIT_METHODS
+
+    out: list[str] = []
+    for name, method in sorted(REGISTERED_INIT_METHODS.items()):
+        table = _fields_table(method.config, "init.options.") if dataclasses.fields(method.config) else ["No options."]
+        out += ["", f"#### `init.options` of `{name}`", "", method.description, "", *table]
     return out
 
 
 def recipe_reference() -> str:
     """Markdown reference of every recipe key, generated from the config dataclasses."""
-    from vocabshift.eval import EvalConfig
-    from vocabshift.pipeline import AdaptConfig
-    from vocabshift.train.config import TrainConfig
+    from vocabshift.pipeline import AdaptConfig, EvalSection, TrainingSection
 
     parts = [
         "# Recipe reference",
@@ -85,24 +99,36 @@ def recipe_reference() -> str:
         "",
         "## Top level",
         "",
-        *_fields_table(AdaptConfig, ""),
+        *_fields_table(AdaptConfig, "", skip=frozenset(_OWN_SECTIONS)),
+        "",
+        "## `init.options`",
+        "",
+        "The options of the init method named by `init.method`, checked against that method's own config",
+        "(`vocabshift init --list` lists the methods).",
+        *_init_options(),
         "",
         "## `training`",
         "",
-        "The options of `vocabshift train` (model, corpus and run directory are filled in by the pipeline).",
+        "The options of `vocabshift train` (`TrainConfig`) but those the pipeline sets. `training.seed` and",
+        "`training.data.seed` default to the recipe's `seed`, `training.data.eval_documents` to its",
+        "`eval_documents`. `training: null` (the default) has no train and export stages.",
         "",
-        *_fields_table(TrainConfig, "training.", _FILLED_BY_PIPELINE),
+        *_filled(TrainingSection),
+        "",
+        *_fields_table(TrainingSection, "training."),
         "",
         "## `eval`",
         "",
-        "The options of `vocabshift eval` (model, baseline = the source model, and the held-out documents",
-        "are filled in by the pipeline). Besides the held-out documents (the corpus named `heldout`), the",
-        "first `eval_documents` documents of every `eval.extra_corpora` entry (paths relative to the recipe,",
-        "`sample:NAME` too) are scored, and, with `source_language.corpus`, those of the source-language",
-        "text as the row \"source language (forgetting)\". The eval stage also writes them as an",
-        "lm-evaluation-harness task into its `lm-eval-task/` directory.",
+        "The options of `vocabshift eval` (`EvalConfig`) but those the pipeline sets. Besides the held-out",
+        "documents (the corpus named `heldout`), the first `eval_documents` documents of every",
+        "`eval.extra_corpora` entry (paths relative to the recipe, `sample:NAME` too) are scored, and, with",
+        "`source_language.corpus`, those of the source-language text as the row \"source language",
+        "(forgetting)\". The eval stage also writes them as an lm-evaluation-harness task into its",
+        "`lm-eval-task/` directory. `eval: null` has no eval stage.",
         "",
-        *_fields_table(EvalConfig, "eval.", _FILLED_BY_PIPELINE),
+        *_filled(EvalSection),
+        "",
+        *_fields_table(EvalSection, "eval."),
         "",
     ]
     return "\n".join(parts)

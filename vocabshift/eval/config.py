@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from vocabshift.config import ConfigMixin
+from vocabshift.config import ConfigMixin, Problems
 from vocabshift.corpus import CorpusConfig, CorpusSource
 from vocabshift.errors import ConfigError
 from vocabshift.eval.corpora import FORGETTING_NAME, check_corpus_name, default_corpus_name
@@ -105,58 +105,19 @@ class EvalConfig(ConfigMixin):
         "help": "Overwrite eval.json/report.md already in --out, and replace an existing lm_eval_task directory."})
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("model must name a model directory")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.seq_len is not None:
-            _check_int("seq_len", self.seq_len, MIN_SEQ_LEN)
-        if self.stride is not None:
-            _check_int("stride", self.stride, 1)
-            if self.seq_len is not None:
-                check_window(self.seq_len, self.stride)
-        if self.max_documents is not None:
-            _check_int("max_documents", self.max_documents, 1)
-        for name, minimum in (("max_sequences", 1), ("batch_size", 1), ("speed_words", 1),
-                              ("speed_warmup", 0), ("speed_repeats", 1), ("speed_max_repeats", 1),
-                              ("speed_new_tokens", 2), ("neighbours", 0), ("neighbours_k", 1),
-                              ("seed", 0), ("bootstrap", 0)):
-            _check_int(name, getattr(self, name), minimum)
-        for name in ("speed_max_seconds", "speed_tolerance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
-                    (name == "speed_max_seconds" and value == 0):
-                raise ConfigError(f"{name} must be a number {'> 0' if name == 'speed_max_seconds' else '>= 0'}, "
-                                  f"got {value!r}")
-        if not (isinstance(self.mlm_probability, (int, float)) and 0.0 < self.mlm_probability < 1.0):
-            raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        self._check_corpora()
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-
-
-    def _check_corpora(self) -> None:
-        names = [self._main_name()]
-        if self.corpus_name is not None:
-            check_corpus_name(self.corpus_name, "corpus_name")
-        if not isinstance(self.extra_corpora, dict):
-            raise ConfigError(f"extra_corpora must map names to lists of paths, got {self.extra_corpora!r}")
-        for name, paths in self.extra_corpora.items():
-            check_corpus_name(name, "extra_corpora:")
-            if name in names:
-                raise ConfigError(f"corpus name {name!r} is given twice",
-                                  hint="give each corpus a different name")
-            names.append(name)
-            if isinstance(paths, str):
-                paths = self.extra_corpora[name] = [paths]
-            if not paths or not all(isinstance(p, str) and p for p in paths):
-                raise ConfigError(f"extra_corpora.{name} must be a list of paths, got {paths!r}")
-        if self.source_corpus is not None and not all(isinstance(p, str) and p for p in self.source_corpus):
-            raise ConfigError(f"source_corpus must be a list of paths, got {self.source_corpus!r}")
+        found = Problems()
+        with found:
+            if not self.model:
+                raise ConfigError("model must name a model directory")
+        with found:
+            check_eval_settings(self, self._main_name())
+        with found:
+            if self.corpus_name is not None:
+                check_corpus_name(self.corpus_name, "corpus_name")
+        with found:
+            if self.source_corpus is not None and not all(isinstance(p, str) and p for p in self.source_corpus):
+                raise ConfigError(f"source_corpus must be a list of paths, got {self.source_corpus!r}")
+        found.raise_any()
 
     def _main_name(self) -> str:
         return self.corpus_name or default_corpus_name([p for s in self.corpus.sources for p in s.paths])
@@ -173,6 +134,73 @@ class EvalConfig(ConfigMixin):
         if self.source_corpus:
             out.append((FORGETTING_NAME, like_main(self.source_corpus), True))
         return out
+
+
+def check_eval_settings(config: Any, main_corpus: str) -> None:
+    """The settings of :class:`EvalConfig` or of the recipe's ``eval`` section (all but the model, the
+    corpora the pipeline gives and the outputs); ``main_corpus`` is the held-out corpus's name, which no
+    extra corpus may take. Raises one ConfigError naming every problem."""
+    found = Problems()
+    for name, value, allowed in (("objective", config.objective, OBJECTIVES), ("protocol", config.protocol, PROTOCOLS),
+                                 ("dtype", config.dtype, DTYPES)):
+        with found:
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    with found:
+        _check_window_settings(config)
+    for name, minimum in (("max_sequences", 1), ("batch_size", 1), ("speed_words", 1),
+                          ("speed_warmup", 0), ("speed_repeats", 1), ("speed_max_repeats", 1),
+                          ("speed_new_tokens", 2), ("neighbours", 0), ("neighbours_k", 1),
+                          ("seed", 0), ("bootstrap", 0)):
+        with found:
+            _check_int(name, getattr(config, name), minimum)
+    for name in ("speed_max_seconds", "speed_tolerance"):
+        with found:
+            _check_share(name, getattr(config, name))
+    with found:
+        if not (isinstance(config.mlm_probability, (int, float)) and 0.0 < config.mlm_probability < 1.0):
+            raise ConfigError(f"mlm_probability must be in (0, 1), got {config.mlm_probability!r}")
+    with found:
+        check_extra_corpora(config.extra_corpora, main_corpus)
+    with found:
+        if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {config.device!r}")
+    found.raise_any()
+
+
+def _check_window_settings(config: Any) -> None:
+    if config.seq_len is not None:
+        _check_int("seq_len", config.seq_len, MIN_SEQ_LEN)
+    if config.stride is not None:
+        _check_int("stride", config.stride, 1)
+        if config.seq_len is not None:
+            check_window(config.seq_len, config.stride)
+    if config.max_documents is not None:
+        _check_int("max_documents", config.max_documents, 1)
+
+
+def _check_share(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
+            (name == "speed_max_seconds" and value == 0):
+        raise ConfigError(f"{name} must be a number {'> 0' if name == 'speed_max_seconds' else '>= 0'}, "
+                          f"got {value!r}")
+
+
+def check_extra_corpora(extra: Any, main_corpus: str) -> None:
+    """``extra_corpora``: a mapping of distinct names (not ``main_corpus``) to lists of paths; a single
+    path is made a list of one, in place."""
+    if not isinstance(extra, dict):
+        raise ConfigError(f"extra_corpora must map names to lists of paths, got {extra!r}")
+    names = [main_corpus]
+    for name, paths in extra.items():
+        check_corpus_name(name, "extra_corpora:")
+        if name in names:
+            raise ConfigError(f"corpus name {name!r} is given twice", hint="give each corpus a different name")
+        names.append(name)
+        if isinstance(paths, str):
+            paths = extra[name] = [paths]
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            raise ConfigError(f"extra_corpora.{name} must be a list of paths, got {paths!r}")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vocabshift.config import to_dict
+from vocabshift.config import to_dict, to_dict_as_given
 from vocabshift.stages.base import STAGE_FILE, PlanContext, Stage, target_corpus
 from vocabshift.stages.train import METRICS_FILE
 
@@ -24,13 +24,8 @@ LM_EVAL_TASK_DIR = "lm-eval-task"  # in the eval stage's output: the held-out do
 
 
 def extra_corpora(config: AdaptConfig) -> dict[str, list[str]]:
-    """``eval.extra_corpora`` (name -> paths), or nothing when it is missing or not of that shape (a type
-    error that validating the eval section reports)."""
-    extra = (config.eval or {}).get("extra_corpora") or {}
-    if not isinstance(extra, dict):
-        return {}
-    return {str(k): [v] if isinstance(v, str) else [p for p in v if isinstance(p, str)]
-            for k, v in extra.items() if isinstance(v, (str, list))}
+    """``eval.extra_corpora`` (name -> paths; none without an eval section)."""
+    return dict(config.eval.extra_corpora) if config.eval is not None else {}
 
 
 def inputs(ctx: PlanContext) -> list[str]:
@@ -62,7 +57,7 @@ def run(ctx: PlanContext, out: Path) -> dict[str, Any]:
     corpus = dataclasses.replace(target_corpus(config), max_documents=config.eval_documents)
     source = list(config.source_language.corpus) if config.source_language is not None else []
     result = evaluate_model(EvalConfig.from_dict({
-        **dict(config.eval or {}), "model": str(ctx.model_before(STAGE.name)), "baseline": str(ctx.source_model),
+        **to_dict_as_given(config.eval), "model": str(ctx.model_before(STAGE.name)), "baseline": str(ctx.source_model),
         "corpus": to_dict(corpus), "corpus_name": "heldout", "source_corpus": source or None,
         "lm_eval_task": str(out / LM_EVAL_TASK_DIR)}))
     out.mkdir(parents=True, exist_ok=True)  # the lm-eval task is already in it
@@ -76,7 +71,8 @@ def run(ctx: PlanContext, out: Path) -> dict[str, Any]:
 STAGE = Stage(
     name="eval",
     applies=lambda ctx: ctx.config.eval is not None,
-    options=lambda ctx: {"eval": dict(ctx.config.eval or {}), "eval_documents": ctx.config.eval_documents},
+    # as given, not with every default: the keys of runs from before the section was typed stay the same
+    options=lambda ctx: {"eval": to_dict_as_given(ctx.config.eval), "eval_documents": ctx.config.eval_documents},
     inputs=inputs,
     upstream=upstream,
     run=run,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vocabshift.config import to_dict, to_json_data
+from vocabshift.config import to_dict, to_dict_as_given, to_json_data
 from vocabshift.stages.base import PlanContext, Stage, target_corpus
 
 RUN_DIR = "run"  # the stage's output: a `vocabshift train` run directory
@@ -23,17 +23,23 @@ def upstream(ctx: PlanContext) -> list[str]:
     return [plan.name] if plan is not None else []
 
 
+def settings(ctx: PlanContext) -> dict[str, Any]:
+    """The recipe's training section as given, its seeds and held-out documents defaulting to the recipe's."""
+    config = ctx.config
+    assert config.training is not None
+    training = to_dict_as_given(config.training)
+    data = {"eval_documents": config.eval_documents, "seed": config.seed, **training.get("data", {})}
+    return {"seed": config.seed, **training, "data": data}
+
+
 def run(ctx: PlanContext, out: Path) -> dict[str, Any]:
     """Train into ``out``, continuing a partial run there when resuming."""
     from vocabshift.train.config import TrainConfig
     from vocabshift.train.loop import train
 
-    config, training = ctx.config, dict(ctx.config.training or {})
-    data = {"eval_documents": config.eval_documents, "seed": config.seed, **(training.get("data") or {})}
     resuming = ctx.resume and (out / "run.json").exists()
-    cfg = TrainConfig.from_dict({"seed": config.seed, **training, "data": data,
-                                 "model": str(ctx.model_before(STAGE.name)),
-                                 "corpus": to_dict(target_corpus(config)), "out": str(out),
+    cfg = TrainConfig.from_dict({**settings(ctx), "model": str(ctx.model_before(STAGE.name)),
+                                 "corpus": to_dict(target_corpus(ctx.config)), "out": str(out),
                                  "resume": resuming, "force": out.exists() and not resuming})
     result = train(cfg)
     return {"steps": result.step, "tokens": result.tokens, "status": result.status,
@@ -43,7 +49,8 @@ def run(ctx: PlanContext, out: Path) -> dict[str, Any]:
 STAGE = Stage(
     name="train",
     applies=lambda ctx: ctx.config.training is not None,
-    options=lambda ctx: {"training": dict(ctx.config.training or {}), "languages": ctx.config.languages,
+    # as given, not with every default: the keys of runs from before the section was typed stay the same
+    options=lambda ctx: {"training": to_dict_as_given(ctx.config.training), "languages": ctx.config.languages,
                          "eval_documents": ctx.config.eval_documents},
     inputs=lambda ctx: ctx.target_files,
     upstream=upstream,

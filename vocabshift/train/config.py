@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
-from vocabshift.config import MAX_INT, ConfigMixin, check_whole_number
+from vocabshift.config import MAX_INT, ConfigMixin, Problems, check_whole_number
 from vocabshift.corpus import CorpusConfig
 from vocabshift.errors import ConfigError
 from vocabshift.train.data_config import DataConfig
@@ -50,12 +51,17 @@ class LoraSettings(ConfigMixin):
                 "c_attn/c_proj/c_fc on GPT-2)."})
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ConfigError(f"lora.r must be at least 1, got {self.r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
-        if self.target_modules is not None and not self.target_modules:
-            raise ConfigError("lora.target_modules is empty; leave it unset for the default")
+        found = Problems()
+        with found:
+            if self.r < 1:
+                raise ConfigError(f"lora.r must be at least 1, got {self.r}")
+        with found:
+            if not 0.0 <= self.dropout < 1.0:
+                raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        with found:
+            if self.target_modules is not None and not self.target_modules:
+                raise ConfigError("lora.target_modules is empty; leave it unset for the default")
+        found.raise_any()
 
 
 @dataclass
@@ -140,47 +146,78 @@ class TrainConfig(ConfigMixin):
         "help": "Start a new run in an existing run directory, deleting what it holds."})
 
     def __post_init__(self) -> None:
-        if (self.max_steps is None) == (self.max_tokens is None):
+        found = Problems()
+        with found:
+            check_train_settings(self)
+        with found:
+            if self.resume and self.force:
+                raise ConfigError("give either resume (continue the run) or force (start over), not both")
+        found.raise_any()
+
+
+def check_train_settings(config: Any) -> None:
+    """The training settings of :class:`TrainConfig` or of the recipe's ``training`` section (all but
+    model, corpus, out, resume and force); raises one ConfigError naming every problem."""
+    found = Problems()
+    with found:
+        if (config.max_steps is None) == (config.max_tokens is None):
             raise ConfigError("give exactly one of max_steps and max_tokens (training needs a length for its "
                               "learning-rate schedule)")
-        for name in ("max_steps", "max_tokens", "batch_size", "gradient_accumulation_steps", "save_every",
-                     "keep_checkpoints", "log_every", "eval_every", "eval_batch_size", "warmup_steps",
-                     "embeddings_only_steps", "seed"):
-            value = getattr(self, name)
-            if value is not None:
-                # whole numbers only (1e30 from Python is a float), and bounded: a typo'd length trains forever
-                minimum = 0 if name in ("eval_every", "warmup_steps", "embeddings_only_steps", "seed") else 1
-                check_whole_number(value, name, minimum, _MAXIMUM.get(name, MAX_INT))
-        for name, value, allowed in (("schedule", self.schedule, SCHEDULES),
-                                     ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
-                                     ("device", self.device, DEVICES), ("embeddings", self.embeddings, EMBEDDINGS)):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for tracker in self.log_with:
+    for name in ("max_steps", "max_tokens", "batch_size", "gradient_accumulation_steps", "save_every",
+                 "keep_checkpoints", "log_every", "eval_every", "eval_batch_size", "warmup_steps",
+                 "embeddings_only_steps", "seed"):
+        if getattr(config, name) is not None:
+            # whole numbers only (1e30 from Python is a float), and bounded: a typo'd length trains forever
+            minimum = 0 if name in ("eval_every", "warmup_steps", "embeddings_only_steps", "seed") else 1
+            with found:
+                check_whole_number(getattr(config, name), name, minimum, _MAXIMUM.get(name, MAX_INT))
+    for name, allowed in (("schedule", SCHEDULES), ("mixed_precision", MIXED_PRECISION), ("device", DEVICES),
+                          ("embeddings", EMBEDDINGS)):
+        with found:
+            if getattr(config, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
+    with found:
+        _check_numbers(config)
+    if not found.errors:  # the checks between fields need each field valid
+        with found:
+            _check_phases(config)
+    found.raise_any()
+
+
+def _check_numbers(config: Any) -> None:
+    """Trackers, learning rates, weight decay, clipping and the schedule's floor."""
+    found = Problems()
+    for tracker in config.log_with:
+        with found:
             if tracker not in TRACKERS:
                 raise ConfigError(f"log_with: unknown tracker {tracker!r} (choose from {', '.join(TRACKERS)})")
-        for name in ("embedding_lr", "lora_lr", "primitives_lr"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not (value >= 0 and math.isfinite(value)):
+    for name in ("embedding_lr", "lora_lr", "primitives_lr"):
+        value = getattr(config, name)
+        with found:
+            if value is not None and not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a non-negative number, got {value}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
-            raise ConfigError(f"max_grad_norm must be positive (or null for no clipping), got {self.max_grad_norm}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.embeddings_only_steps and (self.embeddings == "frozen" or not self.lora.enabled):
-            raise ConfigError("embeddings_only_steps needs trainable embeddings and LoRA (two phases: embeddings, "
-                              "then embeddings + LoRA)")
-        if self.max_steps is not None and self.embeddings_only_steps >= self.max_steps:
-            raise ConfigError(f"embeddings_only_steps ({self.embeddings_only_steps}) must be below max_steps "
-                              f"({self.max_steps})")
-        if self.embeddings == "frozen" and not self.lora.enabled:
-            raise ConfigError("nothing to train: embeddings are frozen and LoRA is off")
-        if self.resume and self.force:
-            raise ConfigError("give either resume (continue the run) or force (start over), not both")
+    with found:
+        if config.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {config.weight_decay}")
+    with found:
+        if config.max_grad_norm is not None and config.max_grad_norm <= 0:
+            raise ConfigError(f"max_grad_norm must be positive (or null for no clipping), got {config.max_grad_norm}")
+    with found:
+        if not 0.0 <= config.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1], got {config.min_lr_ratio}")
+    found.raise_any()
 
 
-__all__ = ["LoraSettings", "TrainConfig"]
+def _check_phases(config: Any) -> None:
+    """What trains in each phase: two phases need embeddings and LoRA, and something must train."""
+    if config.embeddings_only_steps and (config.embeddings == "frozen" or not config.lora.enabled):
+        raise ConfigError("embeddings_only_steps needs trainable embeddings and LoRA (two phases: embeddings, "
+                          "then embeddings + LoRA)")
+    if config.max_steps is not None and config.embeddings_only_steps >= config.max_steps:
+        raise ConfigError(f"embeddings_only_steps ({config.embeddings_only_steps}) must be below max_steps "
+                          f"({config.max_steps})")
+    if config.embeddings == "frozen" and not config.lora.enabled:
+        raise ConfigError("nothing to train: embeddings are frozen and LoRA is off")
+
+
+__all__ = ["LoraSettings", "TrainConfig", "check_train_settings"]

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from vocabshift.config import ConfigMixin
+from vocabshift.config import ConfigMixin, Problems
 from vocabshift.corpus import CorpusConfig
 from vocabshift.errors import ConfigError
 
@@ -57,15 +57,26 @@ class DataConfig(ConfigMixin):
         "help": "Seed of masking, replay draws and the shuffle buffer."})
 
     def __post_init__(self) -> None:
-        _check_int("seq_len", self.seq_len, MIN_SEQ_LEN,
-                   hint="a packed sequence needs room for special tokens and text")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if not (isinstance(self.mlm_probability, (int, float)) and 0.0 < self.mlm_probability < 1.0):
-            raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}",
-                              hint="BERT uses 0.15")
-        _check_int("eval_documents", self.eval_documents, 0)
-        _check_int("eval_max_sequences", self.eval_max_sequences, 1)
+        found = Problems()
+        with found:
+            _check_int("seq_len", self.seq_len, MIN_SEQ_LEN,
+                       hint="a packed sequence needs room for special tokens and text")
+        with found:
+            if self.objective not in OBJECTIVES:
+                raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        with found:
+            if not (isinstance(self.mlm_probability, (int, float)) and 0.0 < self.mlm_probability < 1.0):
+                raise ConfigError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}",
+                                  hint="BERT uses 0.15")
+        with found:
+            self._check_replay()
+        for name, minimum in (("eval_documents", 0), ("eval_max_sequences", 1), ("num_workers", 0),
+                              ("tokenize_batch_documents", 1), ("shuffle_buffer", 0), ("seed", 0)):
+            with found:
+                _check_int(name, getattr(self, name), minimum)
+        found.raise_any()
+
+    def _check_replay(self) -> None:
         if not (isinstance(self.replay_weight, (int, float)) and 0.0 <= self.replay_weight < 1.0):
             raise ConfigError(f"replay_weight must be in [0, 1), got {self.replay_weight!r}")
         if self.replay_weight > 0 and self.replay is None:
@@ -74,10 +85,6 @@ class DataConfig(ConfigMixin):
         if self.replay is not None and self.replay_weight == 0:
             raise ConfigError("a replay corpus is set but replay_weight is 0, so it would never be read",
                               hint="set replay_weight (e.g. 0.1), or remove replay")
-        _check_int("num_workers", self.num_workers, 0)
-        _check_int("tokenize_batch_documents", self.tokenize_batch_documents, 1)
-        _check_int("shuffle_buffer", self.shuffle_buffer, 0)
-        _check_int("seed", self.seed, 0)
 
 
 def _check_int(name: str, value: Any, minimum: int, hint: str | None = None) -> None:
