@@ -218,3 +218,22 @@ def test_cuda_matches_cpu():
     gpu = run_init_method("distill", gpu_inputs, {"lr": 0.01, "epochs": 3})
     assert gpu.rows.device.type == "cpu"
     torch.testing.assert_close(gpu.rows, cpu.rows, atol=1e-4, rtol=1e-4)
+
+
+def test_windows_are_chosen_for_coverage_not_corpus_order():
+    """The greedy choice takes windows that add new tokens before more contexts of tokens already shown,
+    stops when nothing is added, and keeps corpus order; first-come would have taken windows 0 and 1."""
+    import numpy as np
+
+    from vocabshift.init.contexts import _choose
+
+    need = np.zeros(20, dtype=bool)
+    need[[10, 11, 12, 13]] = True  # the new tokens
+    pool = [np.array([1, 10, 2]), np.array([10, 3]), np.array([11, 12, 4]), np.array([13, 10, 11]),
+            np.array([12, 5])]
+    chosen, counts = _choose(pool, need, per_token=1, max_windows=None)
+    assert chosen == [2, 3]  # {11, 12} and {13, 10, 11}: every new token once, two windows
+    assert counts[[10, 11, 12, 13]].tolist() == [1, 2, 1, 1]
+    # two contexts wanted: the best two as before, then one of the three windows that add 1/2 each
+    chosen, counts = _choose(pool, need, per_token=2, max_windows=3)
+    assert len(chosen) == 3 and {2, 3} <= set(chosen) and chosen == sorted(chosen)
