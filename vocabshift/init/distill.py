@@ -74,7 +74,7 @@ class DistillConfig(ConfigMixin):
                 "every new token in it."})
     context_length: int = field(default=24, metadata={
         "help": "Target tokens per window (AweDist: 50-token snippets; 24 halves the CPU cost)."})
-    max_contexts: int | None = field(default=1024, metadata={
+    max_contexts: int | None = field(default=2048, metadata={
         "help": "At most this many windows in all: the bound on cost (forward passes = windows x epochs). "
                 "None: as many as contexts_per_token asks for."})
     epochs: int = field(default=1, metadata={"help": "Passes over the windows (AweDist: 1)."})
