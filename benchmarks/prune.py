@@ -190,6 +190,17 @@ def build_tokenizer(case: str, vocab_size: int) -> Path:
     return out
 
 
+def _save_model_dir(model: Any, tokenizer_dir: Path, out: Path) -> Path:
+    """``model`` saved (safetensors) with the files of ``tokenizer_dir`` beside it, renamed into ``out`` whole."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy2(f, tmp / f.name)
+    tmp.rename(out)
+    return out
+
+
 def build_model(case: str, vocab_size: int, layers: int) -> Path:
     """A model folder: the case's tokenizer + a random XLMRobertaForMaskedLM of its vocabulary size
     (``gemma3``: :func:`build_gemma3_model`, whose size is fixed)."""
@@ -210,13 +221,7 @@ def build_model(case: str, vocab_size: int, layers: int) -> Path:
                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     model = XLMRobertaForMaskedLM(config)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    for f in tokenizer_dir.iterdir():
-        shutil.copy2(f, tmp / f.name)
-    tmp.rename(out)
-    return out
+    return _save_model_dir(model, tokenizer_dir, out)
 
 
 # The real-scale case of issue 18: a Gemma-3-shaped decoder (gemma-3-270m's shape) whose 262,144-token
@@ -327,13 +332,7 @@ def build_gemma3_model() -> Path:
                               tie_word_embeddings=True)
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(config)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    for f in tokenizer_dir.iterdir():
-        shutil.copy2(f, tmp / f.name)
-    tmp.rename(out)
-    return out
+    return _save_model_dir(model, tokenizer_dir, out)
 
 
 def keep_scripts(case: str) -> list[str]:

@@ -109,7 +109,7 @@ def test_config_defaults_are_transformers_own():
     """SUPPORTED's default ids are the config classes' (a change in transformers fails here)."""
     for arch, defaults in SUPPORTED.items():
         config = getattr(transformers, arch).config_class()
-        ids = {k: v for k, v in config.to_dict().items() if row_prune._is_id_field(k)}
+        ids = {k: v for k, v in config.to_dict().items() if row_prune.is_id_field(k)}
         assert ids == defaults, arch
 
 

@@ -442,12 +442,13 @@ def init_model(config: InitConfig) -> InitOutput:
     if header is not None:
         model, layout = header
         tensors = row_prune.read_vocab_rows(config.model, model.header)
-    else:
-        model = meta_model(Path(config.model)) if lean else load_model(config.model)
-        layout = locate(model, allow_meta=lean)
-    if lean and header is None:
+    elif lean:
+        model = meta_model(Path(config.model))
+        layout = locate(model, allow_meta=True)
         tensors = read_vocab_tensors(config.model, model)
-    elif not lean:
+    else:
+        model = load_model(config.model)
+        layout = locate(model)
         tensors = {n: model.get_parameter(n).detach()
                    for n in (layout.input_weight, layout.output_weight, layout.output_bias) if n is not None}
     plan = _plan(config, model, copy_overlap, layout.vocab_size)

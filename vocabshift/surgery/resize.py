@@ -32,13 +32,13 @@ from torch import nn
 
 from vocabshift.errors import ConfigError, IdMapError, ModelError
 from vocabshift.surgery.layout import EmbeddingLayout, describe_tie_mismatch, locate
+from vocabshift.surgery.row_prune import EXTRA_ID_FIELDS, is_id_field, is_token_ids
 
 log = logging.getLogger(__name__)
 
 TokenIds = int | Sequence[int] | None
 
 # Generation-config fields that hold token ids without ending in ``_token_id(s)``.
-_EXTRA_ID_FIELDS = ("suppress_tokens", "begin_suppress_tokens")
 
 
 def remap_vocab(
@@ -266,7 +266,7 @@ def _holders(model: nn.Module, wanted: set[int]) -> list[tuple[nn.Module, str, n
 
 
 def _normalize_name(name: str) -> str:
-    return name if name.endswith(("_token_id", "_token_ids")) or name in _EXTRA_ID_FIELDS else f"{name}_token_id"
+    return name if is_id_field(name) else f"{name}_token_id"
 
 
 def _configs(model: nn.Module) -> list[tuple[str, Any]]:
@@ -286,16 +286,7 @@ def _configs(model: nn.Module) -> list[tuple[str, Any]]:
 
 def _id_fields(config: Any) -> dict[str, Any]:
     fields = config.to_dict() if hasattr(config, "to_dict") else vars(config)
-    return {name: getattr(config, name, None) for name in fields
-            if name.endswith(("_token_id", "_token_ids")) or name in _EXTRA_ID_FIELDS}
-
-
-def _is_ids(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return {name: getattr(config, name, None) for name in fields if is_id_field(name)}
 
 
 def _special_id_updates(model: nn.Module, inverse: torch.Tensor, size: int, explicit: Mapping[str, TokenIds] | None,
@@ -332,13 +323,13 @@ def _special_id_updates(model: nn.Module, inverse: torch.Tensor, size: int, expl
             if label != "generation_config" or hasattr(config, name):
                 updates.append((config, name, list(value) if isinstance(value, (list, tuple)) else value))
         for name, value in fields.items():
-            if name in explicit or not _is_ids(value):
+            if name in explicit or not is_token_ids(value):
                 continue
             if isinstance(value, int):
                 updates.append((config, name, new_id(label, name, value)))
             else:
                 mapped = [m for v in value if (m := new_id(label, name, v)) is not None]
-                keep_empty = name in _EXTRA_ID_FIELDS or not value
+                keep_empty = name in EXTRA_ID_FIELDS or not value
                 updates.append((config, name, mapped if mapped or keep_empty else None))
     return updates, dropped
 

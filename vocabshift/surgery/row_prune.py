@@ -46,7 +46,7 @@ SUPPORTED: dict[str, dict[str, int | None]] = {
     "Gemma2ForCausalLM": {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1},
     "Gemma3ForCausalLM": {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1},
 }
-# Config fields that hold token ids besides *_token_id(s) (as vocabshift.surgery.resize renumbers them)
+# Config fields that hold token ids besides *_token_id(s); resize.remap_vocab renumbers the same fields
 EXTRA_ID_FIELDS = ("suppress_tokens", "begin_suppress_tokens")
 _COPY_CHUNK = 1 << 30  # bytes per copy_file_range call
 # Bytes of kept rows selected per read. Large: on its thread every read or write gives the GIL back to
@@ -62,21 +62,24 @@ class RowPrunePlan:
     id_map: list[int]
     old_size: int
     files: list[Path]
+    parameters: int  # elements of every stored tensor of the source (HeaderLayout.parameters)
     config: dict[str, Any]  # config.json, vocab_size and ids renumbered
     generation_config: dict[str, Any] | None  # generation_config.json, ids renumbered (None: the source has none)
     dropped: list[str]  # special ids whose token is dropped (set to None), as warnings
 
 
-def _is_id_field(name: str) -> bool:
+def is_id_field(name: str) -> bool:
+    """Whether a config field holds token ids (both surgery paths renumber these)."""
     return name.endswith(("_token_id", "_token_ids")) or name in EXTRA_ID_FIELDS
 
 
-def _is_ids(value: Any) -> bool:
+def is_token_ids(value: Any) -> bool:
+    """An id or a list of ids (not a bool, not None)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
         return True
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def _renumber(label: str, data: dict[str, Any], inverse: dict[int, int], old_size: int,
@@ -93,7 +96,7 @@ def _renumber(label: str, data: dict[str, Any], inverse: dict[int, int], old_siz
 
     out = dict(data)
     for name, value in data.items():
-        if not _is_id_field(name) or not _is_ids(value):
+        if not is_id_field(name) or not is_token_ids(value):
             continue
         if isinstance(value, int):
             out[name] = new_id(name, value)
@@ -192,7 +195,7 @@ def plan(source_dir: str | Path, id_map: Sequence[int], pad_to_multiple_of: int 
     new_generation = None if generation is None else _renumber("generation_config", generation, inverse, old_size,
                                                                dropped)
     return RowPrunePlan(architecture=layout.architecture, id_map=ids, old_size=old_size, files=layout.files,
-                        config=new_config, generation_config=new_generation, dropped=dropped)
+                        parameters=layout.parameters, config=new_config, generation_config=new_generation, dropped=dropped)
 
 
 def _write_all(fd: int, data: Any) -> None:
@@ -345,8 +348,6 @@ def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePl
         begin, end = info["data_offsets"]
         _copy_rows(src, dst, data_start + begin, (end - begin) // info["shape"][0], ids)
 
-    before = sum(math.prod(i["shape"]) for p in row_plan.files
-                 for n, i in _read_header(p)[0].items() if n != "__metadata__")
     after, found = _rewrite_shards(source_dir, out_dir, row_plan.files, len(ids), write_vocab)
     (out_dir / "config.json").write_text(json.dumps(row_plan.config, indent=2, sort_keys=True) + "\n")
     if row_plan.generation_config is not None:
@@ -357,7 +358,7 @@ def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePl
     log.info("pruned %s's rows without a model: %d -> %d tokens (%s)", row_plan.architecture, row_plan.old_size,
              len(ids), ", ".join(sorted(found)))
     return {"class": row_plan.architecture, "tied": HEAD not in found, "vocab_size": len(ids),
-            "parameters_before": before, "parameters_after": after, "tensors_rewritten": sorted(found)}
+            "parameters_before": row_plan.parameters, "parameters_after": after, "tensors_rewritten": sorted(found)}
 
 
 def config_view(source_dir: str | Path) -> Any:
