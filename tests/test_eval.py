@@ -336,9 +336,9 @@ def test_masked_lm_and_base_model_without_baseline(tmp_path, roberta_source, spa
     mlm = evaluate_model(_config(_pico_bert(roberta_source, tmp_path / "mlm", head=True), spanish, speed_repeats=1))
     r = mlm.lm["new"]
     assert r is not None and r.pseudo and mlm.speedup is None and mlm.neighbours is None
-    assert r.protocol == "packed" and any("masked LM is scored with the packed protocol" in n for n in mlm.notes)
-    assert any("pseudo" in n for n in mlm.notes) and any("no baseline" in n for n in mlm.notes)
-    assert r.seq_len == 128  # BERT: min(512, max_position_embeddings)
+    assert r.protocol == "document" and r.objective == "mlm" and "PLL-word-l2r" in r.note
+    assert any("pseudo-log-likelihood" in n for n in mlm.notes) and any("no baseline" in n for n in mlm.notes)
+    assert r.window == 128  # BERT: max_position_embeddings
     base = evaluate_model(_config(_pico_bert(roberta_source, tmp_path / "base", head=False), spanish,
                                   speed_repeats=1, out=str(tmp_path / "out")))
     assert base.lm["new"] is None and any("no held-out loss" in n for n in base.notes)

@@ -52,7 +52,8 @@ class EvalConfig(ConfigMixin):
                 "(rolling windows for long ones), both models on the same documents and bytes, as "
                 "lm-evaluation-harness does. packed: documents packed into seq_len blocks, each predicted "
                 "with the previous ones as context, as training logs it (the two models' blocks cover "
-                "different text). Masked LMs are always scored packed (a pseudo loss)."})
+                "different text). Masked LMs are scored per document by their pseudo-log-likelihood (each token "
+                "masked in turn with the rest of its word, PLL-word-l2r); packed, by their masked tokens."})
     seq_len: int | None = field(default=None, metadata={
         "help": "document protocol: the scoring window in tokens (default: each model's max positions). "
                 "packed protocol and the speed test: tokens per sequence (default: min(512, the models' max "

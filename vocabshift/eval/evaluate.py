@@ -11,8 +11,9 @@ model before adaptation):
    bootstrap interval over documents, and the pair a paired-bootstrap verdict
    (:mod:`vocabshift.eval.bootstrap`). Each named corpus (``extra_corpora``, and ``source_corpus`` for
    forgetting; :mod:`vocabshift.eval.corpora`) is scored the same way, with its own interval and verdict.
-   ``packed`` scores packed blocks (what training logs; its two
-   figures cover different text) and is the only protocol for masked LMs (a pseudo loss);
+   Masked LMs get their pseudo-log-likelihood per document (PLL-word-l2r, each token masked in turn,
+   :func:`vocabshift.eval.lm.score_documents_pll`). ``packed`` scores packed blocks (what training
+   logs; its two figures cover different text; for masked LMs only the masked tokens are scored);
 3. parameter counts and the size of the weight files;
 4. inference speed on a fixed text (:mod:`vocabshift.eval.speed`): scoring throughput, and for causal
    LMs prefill, decode and seconds per 1,000 words of output, each a median with its spread; the
@@ -48,6 +49,7 @@ from vocabshift.eval.lm import (
     lm_loss,
     max_positions,
     score_documents,
+    score_documents_pll,
 )
 from vocabshift.eval.lm_eval_task import write_lm_eval_task
 from vocabshift.eval.neighbours import NeighboursResult, nearest_source_tokens, new_token_ids, sample_ids
@@ -302,15 +304,17 @@ def _lm(config: EvalConfig, model: Any, tokenizer: Any, objective: str | None, s
         objective = _objective(model.config, "auto", role, notes)
         if objective is None:
             return None
-    if config.protocol == "document" and objective == "clm":
-        result = score_documents(model, tokenizer, documents, window=_window(config, model.config),
-                                 stride=config.stride, batch_size=config.batch_size, device=device)
+    if config.protocol == "document":
+        if objective == "clm":
+            result = score_documents(model, tokenizer, documents, window=_window(config, model.config),
+                                     stride=config.stride, batch_size=config.batch_size, device=device)
+        else:  # a masked LM: its pseudo-log-likelihood, each token masked in turn (PLL-word-l2r)
+            result = score_documents_pll(model, tokenizer, documents, window=_window(config, model.config),
+                                         device=device)
         if config.bootstrap:
             result.interval = bits_per_byte_interval(result.per_document.nll, result.per_document.bytes,
                                                      resamples=config.bootstrap, seed=config.seed)
         return result
-    if config.protocol == "document":
-        notes.append(f"{role} model: a masked LM is scored with the packed protocol (a pseudo loss), not per document")
     # packed: the same documents as were read (all of them unless capped)
     max_documents = config.max_documents if config.max_documents is not None else max(1, len(documents))
     return lm_loss(model, tokenizer, corpus or config.corpus, seq_len=seq_len, max_documents=max_documents,
@@ -457,8 +461,11 @@ def _comparability_notes(lms: list[LMResult | DocumentLMResult]) -> list[str]:
     notes = []
     if len(lms) == 2 and lms[0].objective != lms[1].objective:
         notes.append("the model and the baseline have different objectives: their losses do not compare")
-    if any(v.pseudo for v in lms):
+    if any(v.pseudo and v.protocol == "packed" for v in lms):
         notes.append("masked-LM loss is pseudo: only the masked tokens are scored")
+    if any(v.pseudo and v.protocol == "document" for v in lms):
+        notes.append("masked-LM loss is a pseudo-log-likelihood (PLL-word-l2r): it compares masked LMs on the same "
+                     "documents, not with a causal LM's likelihood")
     if len(lms) == 2 and lms[0].protocol != lms[1].protocol:
         notes.append("the model and the baseline were scored with different protocols: their losses do not compare")
     if len(lms) == 2 and all(v.protocol == "packed" for v in lms):

@@ -1,4 +1,4 @@
-"""Held-out language-modelling loss and bits per byte of a model on a corpus, under two protocols.
+r"""Held-out language-modelling loss and bits per byte of a model on a corpus, under two protocols.
 
 ``document`` (the default of ``vocabshift eval``; :func:`score_documents`) scores each held-out
 document on its own, as lm-evaluation-harness's ``loglikelihood_rolling`` does (EleutherAI,
@@ -8,11 +8,24 @@ bos token, else its eos token, like HFLM's ``prefix_token_id``); a document long
 is scored in rolling windows. The first window predicts tokens ``0 .. W-1`` from the prefix; each
 later one predicts the next ``stride`` tokens (or the rest) with the ``W - stride`` tokens before
 them as extra context, so every token is predicted exactly once and never sees another document.
-``stride = W`` (the default) is lm-eval's ``context_len=1``. Totals follow lm-eval's metrics:
+``stride = W`` (the default) is lm-eval's ``context_len=1``. Masked LMs are scored per document by
+their pseudo-log-likelihood (:func:`score_documents_pll`, below). Totals follow lm-eval's metrics:
 ``bits_per_byte = total_nll / bytes / ln 2``, ``byte_perplexity = exp(total_nll / bytes)``,
-``word_perplexity = exp(total_nll / words)`` with ``words = len(re.split(r"\\s+", doc))``.
+``word_perplexity = exp(total_nll / words)`` with ``words = len(re.split(r"\s+", doc))``.
 Because bytes come from the documents' text, two models scored on the same list of documents are
-scored on the same bytes whatever their tokenizers. Causal LMs only.
+scored on the same bytes whatever their tokenizers.
+
+A masked LM has no left-to-right likelihood; per document it gets the pseudo-log-likelihood (PLL,
+Salazar et al., 2020, "Masked Language Model Scoring"): each token is masked in turn and scored from
+the rest of the document, :math:`\mathrm{PLL}(d) = \sum_i \log p(t_i \mid d_{\setminus i})`.
+Plain PLL flatters tokenizers that split words into many pieces (the other pieces of a word give a
+masked piece away), so it would favour the source tokenizer over an adapted one with whole-word
+tokens; we use Kauf & Ivanova's (2023) ``PLL-word-l2r`` instead: masking token ``i`` also masks the
+tokens after it in the same word (``word_ids()`` of the fast tokenizer), so a word's pieces are
+scored left to right as a causal model would. Documents longer than the window are scored in
+disjoint chunks, each wrapped in the tokenizer's special tokens. The figure is a pseudo
+loss (``pseudo=True``): it compares masked LMs with each other on the same documents, not with a
+causal LM's likelihood.
 
 ``packed`` (:func:`lm_loss`) packs the held-out text exactly as continued pretraining packs its
 evaluation split (:func:`vocabshift.train.data.build_eval_set`: the first documents of the corpus stream, special
@@ -258,8 +271,8 @@ def score_documents(model: Any, tokenizer: Any, documents: list[str], *, window:
         raise CorpusError("there are no held-out documents to score",
                           hint="check the corpus and --max-documents (or eval_documents in a recipe)")
     if resolve_objective(model, "auto") != "clm":
-        raise ConfigError(f"per-document scoring needs a causal LM; {type(model).__name__} is a masked LM",
-                          hint="use --protocol packed (a pseudo loss of masked tokens)")
+        raise ConfigError(f"score_documents needs a causal LM; {type(model).__name__} is a masked LM",
+                          hint="masked LMs: score_documents_pll (their pseudo-log-likelihood)")
     prefix = prefix_token_id(tokenizer)
     encoded = _encode_documents(tokenizer, documents)
     items: list[tuple[int, list[int], list[int]]] = []  # (document, model input, targets of its last positions)
@@ -298,4 +311,124 @@ def score_documents(model: Any, tokenizer: Any, documents: list[str], *, window:
         window=window, stride=stride, prefix_token_id=prefix, windows=len(items), per_document=scores)
     log.info("per-document: %.4f bits per byte over %d documents (%d bytes, %d tokens, %d windows of <= %d)",
              result.bits_per_byte, result.documents, n_bytes, n_tokens, result.windows, window)
+    return result
+
+
+PLL_LOGIT_BUDGET = 2 ** 28  # logit floats per forward pass of the PLL scorer (1 GiB in fp32)
+PLL_NOTE = ("pseudo: masked-LM pseudo-log-likelihood (PLL-word-l2r: each token masked in turn with the rest of "
+            "its word), comparable between masked LMs on the same documents, not with a causal LM")
+
+
+def _special_wrap(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after one sequence (``[CLS]``/``[SEP]``, ``<s>``/``</s>``).
+
+    Read off a probe text encoded with and without them, so it holds for any post-processor template.
+    """
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for k in range(len(full) - len(bare) + 1):
+        if full[k:k + len(bare)] == bare:
+            return list(full[:k]), list(full[k + len(bare):])
+    raise TokenizerError(f"{type(tokenizer).__name__} changes the text's tokens when it adds its special tokens",
+                         hint="check the post-processor in tokenizer.json")
+
+
+def _pll_items(encoding: Any, n_docs: int, tokenizer: Any,
+               window: int) -> tuple[list[tuple[int, list[int], int, int]], list[int]]:
+    """The masked copies that score every token, ``(document, model input, position, token)``, and token counts.
+
+    Each document's tokens are cut into chunks of at most ``window`` minus the special tokens, each chunk
+    wrapped as the tokenizer wraps one sequence; within a chunk, the copy that scores token ``i`` has
+    ``i`` and the later tokens of its word replaced by the mask token.
+    """
+    mask = tokenizer.mask_token_id
+    prefix, suffix = _special_wrap(tokenizer)
+    room = window - len(prefix) - len(suffix)
+    if room < 1:
+        raise ConfigError(f"a window of {window} tokens leaves no room for text after "
+                          f"{len(prefix) + len(suffix)} special tokens", hint="use a larger window (--seq-len)")
+    items: list[tuple[int, list[int], int, int]] = []
+    counts = []
+    for d in range(n_docs):
+        ids = list(encoding["input_ids"][d])
+        words = encoding.word_ids(d)
+        counts.append(len(ids))
+        for start in range(0, len(ids), room):
+            chunk, chunk_words = ids[start:start + room], words[start:start + room]
+            wrapped, offset = prefix + chunk + suffix, len(prefix)
+            for i in range(len(chunk)):
+                inp = list(wrapped)
+                inp[offset + i] = mask
+                j = i + 1
+                while j < len(chunk) and chunk_words[i] is not None and chunk_words[j] == chunk_words[i]:
+                    inp[offset + j] = mask
+                    j += 1
+                items.append((d, inp, offset + i, chunk[i]))
+    return items, counts
+
+
+def score_documents_pll(model: Any, tokenizer: Any, documents: list[str], *, window: int, batch_size: int = 64,
+                        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                        device: torch.device | str = "cpu") -> DocumentLMResult:
+    """Score each of ``documents`` on its own by a masked LM's pseudo-log-likelihood (PLL-word-l2r).
+
+    One forward pass per token (batched): token ``i`` is predicted with it and the rest of its word
+    masked (see the module docstring). ``bits_per_byte`` divides the summed negative PLL by the
+    documents' UTF-8 bytes, so two masked LMs with different tokenizers compare on the same bytes.
+    Raises :class:`~vocabshift.errors.CorpusError` for no documents,
+    :class:`~vocabshift.errors.TokenizerError` for a tokenizer without a mask token or word ids (a slow
+    tokenizer), :class:`~vocabshift.errors.ConfigError` for a model that is not a masked LM.
+    """
+    if not documents:
+        raise CorpusError("there are no held-out documents to score",
+                          hint="check the corpus and --max-documents (or eval_documents in a recipe)")
+    if resolve_objective(model, "auto") != "mlm":
+        raise ConfigError(f"pseudo-log-likelihood scoring needs a masked LM; {type(model).__name__} is not one",
+                          hint="causal LMs: score_documents")
+    if getattr(tokenizer, "mask_token_id", None) is None:
+        raise TokenizerError(f"{type(tokenizer).__name__} has no mask token to score a masked LM with",
+                             hint="set mask_token in tokenizer_config.json")
+    if not getattr(tokenizer, "is_fast", False):
+        raise TokenizerError(f"{type(tokenizer).__name__} is a slow tokenizer: PLL-word-l2r needs the word of "
+                             "each token (word_ids of a fast tokenizer)", hint="save the tokenizer with a tokenizer.json")
+    check_window(window, window)
+    # Every masked copy yields a whole row of logits (batch x length x vocabulary floats): keep that near 1 GiB.
+    vocab = int(model.get_output_embeddings().weight.shape[0]) if model.get_output_embeddings() is not None else 1
+    batch_tokens = max(window, min(batch_tokens, PLL_LOGIT_BUDGET // max(vocab, 1)))
+    encoding = tokenizer(documents, add_special_tokens=False, verbose=False)
+    items, counts = _pll_items(encoding, len(documents), tokenizer, window)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.mask_token_id
+    nll = torch.zeros(len(documents), dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for group in _batches([len(item[1]) for item in items], batch_size, batch_tokens):
+                width = len(items[group[0]][1])
+                inputs = torch.full((len(group), width), pad, dtype=torch.long)
+                attention = torch.zeros((len(group), width), dtype=torch.long)
+                for row, i in enumerate(group):
+                    inp = items[i][1]
+                    inputs[row, :len(inp)] = torch.tensor(inp)
+                    attention[row, :len(inp)] = 1
+                rows = torch.arange(len(group))
+                positions = torch.tensor([items[i][2] for i in group])
+                logits = model(input_ids=inputs.to(device), attention_mask=attention.to(device)).logits
+                scored = logits[rows.to(logits.device), positions.to(logits.device)].float()
+                targets = torch.tensor([items[i][3] for i in group], device=scored.device)
+                loss = F.cross_entropy(scored, targets, reduction="none")
+                nll.index_add_(0, torch.tensor([items[i][0] for i in group]), loss.double().cpu())
+    finally:
+        model.train(was_training)
+    scores = DocumentScores(nll=nll.tolist(), tokens=counts, bytes=[len(doc.encode("utf-8")) for doc in documents],
+                            words=[count_words(doc) for doc in documents])
+    total, n_bytes, n_words, n_tokens = float(nll.sum()), sum(scores.bytes), sum(scores.words), sum(scores.tokens)
+    result = DocumentLMResult(
+        objective="mlm", loss=total / max(n_tokens, 1), bits_per_byte=bits_per_byte(total, n_bytes),
+        byte_perplexity=math.exp(total / n_bytes), word_perplexity=math.exp(total / max(n_words, 1)),
+        total_nll_nats=total, predicted_tokens=n_tokens, bytes=n_bytes, words=n_words, documents=len(documents),
+        window=window, stride=window, prefix_token_id=-1, windows=len(items), per_document=scores, pseudo=True,
+        note=PLL_NOTE)
+    log.info("per-document PLL: %.4f bits per byte over %d documents (%d bytes, %d tokens, %d masked copies)",
+             result.bits_per_byte, result.documents, n_bytes, n_tokens, len(items))
     return result
