@@ -297,11 +297,16 @@ def peer_versions() -> dict[str, str]:
     return json.loads(out.stdout)
 
 
-def build_all(vocab_size: int = DEFAULT_VOCAB, peers: bool = True) -> dict[str, Any]:
-    """Build every input (cached) and return their paths and facts."""
+def build_all(vocab_size: int = DEFAULT_VOCAB, peers: bool = True, vectors: bool = True) -> dict[str, Any]:
+    """Build every input (cached) and return their paths and facts.
+
+    ``vectors=False`` leaves out the fastText vectors and the dictionary (about 15 minutes to build),
+    which the methods that read only the model and the corpus (fvt, distill, mean, random) never use.
+    """
     facts = texts()
-    inputs = {"texts": facts, "model": smollm2_dir(), "tokenizer": target_tokenizer(vocab_size),
-              "ft_eng": word_vectors("eng"), "ft_spa": word_vectors("spa"), "dictionary": dictionary_tsv()}
+    inputs = {"texts": facts, "model": smollm2_dir(), "tokenizer": target_tokenizer(vocab_size)}
+    if vectors:
+        inputs.update(ft_eng=word_vectors("eng"), ft_spa=word_vectors("spa"), dictionary=dictionary_tsv())
     if peers:
         inputs["peers_python"] = peers_python()
     return inputs

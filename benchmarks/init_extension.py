@@ -32,40 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import _inputs  # noqa: E402
 from _docsection import write_section  # noqa: E402
+from _heldout import eval_documents, score_dir  # noqa: E402
 
 CACHE = _inputs.CACHE / "extension"
 DOC = ROOT / "docs" / "benchmarks.md"
 MARK_START = "<!-- init_extension:start -->"
 MARK_END = "<!-- init_extension:end -->"
 DEFAULT_METHODS = ("mean", "fvt", "distill")
-
-
-def eval_documents(n: int) -> dict[str, list[str]]:
-    """Held-out Spanish and English verses (the last 5% of each Bible) and Spanish UDHR paragraphs."""
-    from vocabshift.data import sample_path
-
-    facts = _inputs.texts()
-    spa = Path(facts["spa_heldout_path"]).read_text(encoding="utf-8").splitlines()
-    eng_all = _inputs._bible_lines("eng")
-    eng = eng_all[len(eng_all) - int(round(_inputs.HELD_OUT * len(eng_all))):]
-    udhr = [p for p in sample_path("udhr.spa.txt").read_text(encoding="utf-8").splitlines() if p.strip()]
-    return {"bible-spa": spa[:n], "udhr-spa": udhr, "bible-eng": eng[:n]}
-
-
-def score(model_dir: Path, docs: dict[str, list[str]]) -> dict[str, dict[str, float]]:
-    import torch
-
-    from vocabshift.eval.lm import score_documents
-    from vocabshift.surgery.checkpoint import load_model
-    from vocabshift.tokenization.source import load_hf_tokenizer
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    model, tok = load_model(model_dir), load_hf_tokenizer(model_dir)
-    out = {}
-    for name, documents in docs.items():
-        r = score_documents(model, tok, documents, window=512, batch_size=8)
-        out[name] = {"bpb": r.bits_per_byte, "tokens": r.predicted_tokens, "bytes": r.bytes}
-    return out
 
 
 def extended(vocab: int) -> Path:
@@ -168,14 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     docs = eval_documents(args.eval_docs)
     if "source" not in results:
-        results["source"] = {"label": "source", "scores": score(_inputs.smollm2_dir(), docs)}
+        results["source"] = {"label": "source", "scores": score_dir(_inputs.smollm2_dir(), docs)}
     ext = extended(args.vocab)
     options = json.loads(args.options)
     for method in [] if args.report_only else args.methods.split(","):
         label = method + (f"-{args.label}" if args.label else "")
         out = CACHE / f"init-{args.vocab}-{label}"
         run = init(method, ext, out, options.get(method, {}), args.device)
-        results[label] = {"label": label, "scores": score(out, docs), "seconds": run["seconds"],
+        results[label] = {"label": label, "scores": score_dir(out, docs), "seconds": run["seconds"],
                           "options": options.get(method, {}), "info": run["info"], "teacher": run["teacher"]}
         results_path.write_text(json.dumps(results, indent=1))
         print(table(list(results.values())), flush=True)

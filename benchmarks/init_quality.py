@@ -1,7 +1,7 @@
 """Benchmark: held-out loss and bits per byte of SmolLM2-135M moved to Spanish, for every init method, at step 0.
 
     python benchmarks/init_quality.py                  # every method + the packages, updates docs/benchmarks.md
-    python benchmarks/init_quality.py --methods mean,wechsel --eval-bytes 20000 --no-write   # quick check
+    python benchmarks/init_quality.py --methods mean,wechsel --eval-docs 50 --no-write   # quick check
 
 SmolLM2-135M (byte-level BPE, 49,152 tokens, tied embeddings) gets the 32,000-token Spanish tokenizer of
 ``benchmarks/_inputs.py`` through ``vocabshift.init.apply.init_model`` with each registered method
@@ -13,14 +13,14 @@ the same files in their own venv; their rows replace the embedding matrix of the
 the LM head too).
 
 Each model is evaluated, without any training, on Spanish text that trained neither the tokenizer nor
-the vectors: the held-out last 5% of the Reina-Valera 1909 verses (in domain; ``--eval-bytes`` caps it,
-cut at a verse) and UDHR Spanish (out of domain). The text (verses or paragraphs joined by ``\\n``) is
-tokenized whole, cut into windows of ``--window`` tokens, each window preceded by ``<|endoftext|>``
-(the same special token, with the source's row, in every tokenizer), so every token of the text is
-predicted once. Loss is the mean token NLL (nats); bits per byte = sum of token NLL / ln 2 / UTF-8
-bytes of the text, comparable across tokenizers, so the source model with its own tokenizer is a
-reference row. The issue's goal: vocabshift's WECHSEL no worse than the package's at step 0 on
-identical inputs.
+the vectors: the first ``--eval-docs`` of the held-out last 5% of the Reina-Valera 1909 verses (in
+domain) and the UDHR Spanish paragraphs (out of domain), each document scored on its own
+(``benchmarks/_heldout.py``: lm-evaluation-harness's ``loglikelihood_rolling`` through
+``vocabshift.eval.lm.score_documents``, predicted from the bos token), the same documents and bytes for
+every model. Loss is the mean token NLL (nats); bits per byte = sum of token NLL / ln 2 / UTF-8 bytes,
+comparable across tokenizers, so the source model with its own tokenizer is the reference row. Goals:
+issue 14's replacement goal (step 0 <= 1.15x the source's bits per byte, after 60 embeddings-only steps
+<= 1.00x) and the earlier one, vocabshift's WECHSEL no worse than the package's at step 0.
 
 After training: for the methods of ``--train-methods``, the initialized model trains for ``--train-steps``
 optimizer steps with ``vocabshift.train.loop.train`` (embeddings only: ``lora.enabled: false``,
@@ -53,7 +53,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _docsection import write_section  # noqa: E402  (a sibling module of this script)
+from _docsection import write_section  # noqa: E402  (sibling modules of this script)
+from _heldout import eval_documents, score_model  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache" / "init"
 QUALITY = CACHE / "quality"
@@ -75,59 +76,24 @@ VARIANTS = {
 PACKAGE_SPACE = VARIANTS["wechsel-package-space"]
 FACTS: dict[str, int] = {}  # filled by main: target tokens that are partial UTF-8, the package's fallback rows
 SEPARATOR = "<|endoftext|>"
+NO_VECTORS = ("random", "mean", "fvt", "factorized", "distill")  # read only the model, the tokenizer, the corpus
 NOT_RUN = "not run (CPU budget)"
 TRAIN_METHODS = METHODS
 DEFAULT_TRAIN_STEPS = 60  # the issue's example run: 60 steps of 8 x 128 tokens (its 200-step suggestion: GPU)
 DEFAULT_TRAIN_BATCH = 8
 EMBEDDING_LR = 2e-3
-DEFAULT_EVAL_BYTES = 30_000
+DEFAULT_EVAL_DOCS = 200
 
 
 # --------------------------------------------------------------------------------------------------
 # Texts and evaluation
 
 
-def eval_texts(facts: dict[str, Any], max_bytes: int | None) -> dict[str, str]:
-    verses = Path(facts["spa_heldout_path"]).read_text(encoding="utf-8").split("\n")
-    kept, size = [], 0
-    for v in (v for v in verses if v.strip()):
-        b = len(v.encode("utf-8")) + 1
-        if max_bytes is not None and size + b > max_bytes and kept:
-            break
-        kept.append(v)
-        size += b
-    udhr = [line for line in Path(facts["udhr_spa_path"]).read_text(encoding="utf-8").split("\n") if line.strip()]
-    return {"bible": "\n".join(kept), "udhr": "\n".join(udhr)}
-
-
-def evaluate(model: Any, tokenizer: Any, text: str, window: int, batch: int) -> dict[str, float]:
-    """Sum of token NLL over ``text`` (every token predicted once), tokens, bytes, bits per byte."""
-    import torch
-
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    sep = tokenizer.convert_tokens_to_ids(SEPARATOR)
-    if not isinstance(sep, int) or sep < 0:
-        raise SystemExit(f"the tokenizer has no {SEPARATOR}")
-    chunks = [ids[i:i + window] for i in range(0, len(ids), window)]
-    total = 0.0
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(chunks), batch):
-            group = chunks[start:start + batch]
-            length = max(len(c) for c in group)
-            inp = torch.full((len(group), length + 1), sep, dtype=torch.long)
-            mask = torch.zeros((len(group), length + 1), dtype=torch.long)
-            for j, c in enumerate(group):
-                inp[j, 1:len(c) + 1] = torch.tensor(c)
-                mask[j, :len(c) + 1] = 1
-            device = next(model.parameters()).device
-            logits = model(input_ids=inp.to(device), attention_mask=mask.to(device)).logits[:, :-1].float().cpu()
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), inp[:, 1:].reshape(-1),
-                                                    reduction="none").view(len(group), length)
-            total += float((nll * mask[:, 1:]).double().sum())
-    n_bytes = len(text.encode("utf-8"))
-    return {"nll_sum": total, "tokens": len(ids), "bytes": n_bytes, "loss": total / len(ids),
-            "bits_per_byte": total / math.log(2) / n_bytes}
+def evaluate(model: Any, tokenizer: Any, docs: dict[str, list[str]], device: str) -> dict[str, dict[str, float]]:
+    """Per-document bits per byte and loss on the held-out Bible verses and the UDHR paragraphs."""
+    scores = score_model(model, tokenizer, docs, device)
+    return {key: {"bits_per_byte": v["bpb"], "loss": v["loss"], "tokens": v["tokens"], "bytes": v["bytes"]}
+            for key, v in (("bible", scores["bible-spa"]), ("udhr", scores["udhr-spa"]))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,9 +107,10 @@ def vocabshift_model(method: str, inputs: dict[str, Any], out: Path, **changes: 
     t0 = time.perf_counter()
     fields: dict[str, Any] = {
         "method": method, "model": str(inputs["model"]), "tokenizer": str(inputs["tokenizer"]), "out": str(out),
-        "source_vectors": str(inputs["ft_eng"]), "target_vectors": str(inputs["ft_spa"]),
-        "dictionary": str(inputs["dictionary"]), "corpus": corpus_from_paths(inputs["texts"]["spa_train_path"]),
-        "threads": 2, "device": "cpu", "force": True}
+        "corpus": corpus_from_paths(inputs["texts"]["spa_train_path"]), "threads": 2, "device": "cpu", "force": True}
+    if "ft_eng" in inputs:
+        fields.update(source_vectors=str(inputs["ft_eng"]), target_vectors=str(inputs["ft_spa"]),
+                      dictionary=str(inputs["dictionary"]))
     fields.update(changes)
     config = InitConfig(**fields)
     report = init_model(config).report
@@ -285,14 +252,46 @@ def analysis(rows: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
-def after_cell(r: dict[str, Any]) -> str:
+def _x(value: float, src: dict[str, Any] | None, key: str) -> str:
+    """``value`` bits/byte in bold, with its ratio to the source row's."""
+    if src is None:
+        return f"**{_fmt(value)}**"
+    return f"**{_fmt(value)}** ({value / src['eval'][key]['bits_per_byte']:.3f}x)"
+
+
+def source_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((r for r in rows if r["init"] == "none" and not r.get("error")), None)
+
+
+def after_cell(r: dict[str, Any], src: dict[str, Any] | None = None) -> str:
     a = r.get("after")
     if not a:
         return NOT_RUN
     if a.get("error"):
         return f"failed: {a['error']}"
-    return (f"N={a['steps']}: **{_fmt(a['eval']['bible']['bits_per_byte'])}** / "
-            f"**{_fmt(a['eval']['udhr']['bits_per_byte'])}**")
+    return (f"N={a['steps']}: {_x(a['eval']['bible']['bits_per_byte'], src, 'bible')} / "
+            f"{_x(a['eval']['udhr']['bits_per_byte'], src, 'udhr')}")
+
+
+def replacement_goal(rows: list[dict[str, Any]]) -> str:
+    """Issue 14's goal 2 on the numbers: step 0 <= 1.15x the source, after the short run <= 1.00x."""
+    src = source_row(rows)
+    ours = [r for r in rows if r["init"] == "vocabshift" and not r.get("error") and r["label"] in METHODS]
+    if src is None or not ours:
+        return "not measured in this run (the source or every vocabshift method missing)"
+    base = src["eval"]["bible"]["bits_per_byte"]
+    best0 = min(ours, key=lambda r: r["eval"]["bible"]["bits_per_byte"])
+    r0 = best0["eval"]["bible"]["bits_per_byte"] / base
+    fewer = 1 - best0["eval"]["bible"]["tokens"] / src["eval"]["bible"]["tokens"]
+    text = (f"step 0, best `{best0['label']}` {r0:.3f}x the source's bits per byte on the held-out Bible "
+            f"({'met' if r0 <= 1.15 else 'missed'}, goal <= 1.15x) with {fewer:.0%} fewer tokens")
+    trained = [r for r in ours if r.get("after") and not r["after"].get("error")]
+    if trained:
+        best = min(trained, key=lambda r: r["after"]["eval"]["bible"]["bits_per_byte"])
+        ra = best["after"]["eval"]["bible"]["bits_per_byte"] / base
+        text += (f"; after {best['after']['steps']} embeddings-only steps, best `{best['label']}` {ra:.3f}x "
+                 f"({'met' if ra <= 1.0 else 'missed'}, goal <= 1.00x)")
+    return text
 
 
 def after_summary(rows: list[dict[str, Any]]) -> str:
@@ -355,25 +354,27 @@ def after_summary(rows: list[dict[str, Any]]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["model", "init", "held-out Bible: loss (nats/token)", "bits/byte", "UDHR: loss", "bits/byte",
+    src = source_row(rows)
+    head = ["model", "init", "held-out Bible: loss (nats/token)", "bits/byte (x source)", "UDHR: loss",
+            "bits/byte (x source)",
             "rows copied / computed / fallback", "init time (s)",
             "after N embeddings-only steps: Bible / UDHR bits/byte"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
     for r in rows:
         if r.get("error"):
-            lines.append(f"| {r['label']} | {r['init']} | failed: {r['error']} | | | | | | {after_cell(r)} |")
+            lines.append(f"| {r['label']} | {r['init']} | failed: {r['error']} | | | | | | {after_cell(r, src)} |")
             continue
         b, u = r["eval"]["bible"], r["eval"]["udhr"]
         counts = r.get("counts")
         origin = "n/a" if counts is None else " / ".join(f"{counts.get(k, 0):,}" for k in ("copied", "computed", "fallback"))
         lines.append("| " + " | ".join([
-            r["label"], r["init"], _fmt(b["loss"]), f"**{_fmt(b['bits_per_byte'])}**", _fmt(u["loss"]),
-            f"**{_fmt(u['bits_per_byte'])}**", origin, _fmt(r.get("init_seconds"), 1),
-            "n/a (reference)" if r["init"] == "none" else after_cell(r)]) + " |")
+            r["label"], r["init"], _fmt(b["loss"]), _x(b["bits_per_byte"], src, "bible"), _fmt(u["loss"]),
+            _x(u["bits_per_byte"], src, "udhr"), origin, _fmt(r.get("init_seconds"), 1),
+            "n/a (reference)" if r["init"] == "none" else after_cell(r, src)]) + " |")
     return "\n".join(lines)
 
 
-def doc_section(rows: list[dict[str, Any]], texts: dict[str, str], evals: dict[str, dict[str, float]],
+def doc_section(rows: list[dict[str, Any]], docs: dict[str, list[str]], evals: dict[str, dict[str, float]],
                 inputs: dict[str, Any], args: argparse.Namespace, seconds: float) -> str:
     def bpb(label: str, key: str = "bible") -> float | None:
         r = next((r for r in rows if r["label"] == label and not r.get("error")), None)
@@ -390,6 +391,7 @@ def doc_section(rows: list[dict[str, Any]], texts: dict[str, str], evals: dict[s
         goal = "**" + "; ".join(parts) + "**."
     else:
         goal = "not measured in this run (wechsel or the package missing)."
+    goal = f"**{replacement_goal(rows)}**.\n\nGoal of the earlier WECHSEL work, vocabshift's WECHSEL no worse than the package's at step 0 on identical inputs: {goal}"
     used = [c.strip() for r in rows for c in (r.get("command"), (r.get("after") or {}).get("command")) if c]
     commands = "\n    ".join(dict.fromkeys(used))
     if len(set(used)) > 1:
@@ -403,8 +405,8 @@ def doc_section(rows: list[dict[str, Any]], texts: dict[str, str], evals: dict[s
 Every init method of `vocabshift init` (default options) and the PyPI packages `wechsel` 0.0.4 and `deepfocus`
 1.0.1 on the same inputs as `init_speed` (below): SmolLM2-135M (tied embeddings) with a {inputs['target_vocab']:,}-token
 Spanish byte-level BPE tokenizer, fastText vectors from the two Bibles, FreeDict eng-spa. The main columns are
-step 0 (no training); the last one is after a few embeddings-only steps of `vocabshift train`. Goal: vocabshift's WECHSEL no worse than the package's at step 0 on identical inputs:
-{goal}
+step 0 (no training); the last one is after a few embeddings-only steps of `vocabshift train`. Ratios are to the
+source model with its own tokenizer on the same documents. Goal (issue 14, goal 2: replacement): {goal}
 Measured on {datetime.date.today().isoformat()} with
 
     {commands}
@@ -415,15 +417,15 @@ Measured on {datetime.date.today().isoformat()} with
 
 {after_summary(rows)}
 
-- Held-out text, never seen by the tokenizer nor the vectors: (1) the last {100 * t['held_out_fraction']:g}% of
-  the Reina-Valera 1909 verses ({t['spa_held_out_verses']:,} verses from "{t['spa_held_out_first'][:40]}..."),
-  the same verses being held out of the English Bible too{'' if not args.eval_bytes else f'; the first {b["bytes"]:,} bytes of them'}:
-  {b['bytes']:,} bytes, {evals['bible_tokens_target']:,} target tokens; (2) UDHR Spanish (out of domain), {u['bytes']:,}
-  bytes, {evals['udhr_tokens_target']:,} target tokens.
-- Loss is the mean NLL per token of that model's tokenizer (not comparable across tokenizers);
-  **bits per byte** = sum of token NLL / ln 2 / UTF-8 bytes of the text, comparable across all rows.
-  The text is tokenized whole and cut into windows of {args.window} tokens, each after `{SEPARATOR}`,
-  so each token is predicted once with up to {args.window - 1} tokens of context.
+- Held-out text, never seen by the tokenizer nor the vectors: (1) the first {len(docs['bible-spa'])} of the last
+  {100 * t['held_out_fraction']:g}% of the Reina-Valera 1909 verses ({t['spa_held_out_verses']:,} verses from
+  "{t['spa_held_out_first'][:40]}..."), the same verses being held out of the English Bible too: {b['bytes']:,} bytes,
+  {evals['bible_tokens_target']:,} target tokens; (2) the {len(docs['udhr-spa'])} paragraphs of UDHR Spanish (out of domain),
+  {u['bytes']:,} bytes, {evals['udhr_tokens_target']:,} target tokens.
+- Each document is scored on its own (lm-evaluation-harness's `loglikelihood_rolling`,
+  `vocabshift.eval.lm.score_documents`: predicted from the bos token, windows of 512 tokens), the same documents
+  and bytes for every model. Loss is the mean NLL per token of that model's tokenizer (not comparable across
+  tokenizers); **bits per byte** = sum of token NLL / ln 2 / UTF-8 bytes, comparable across all rows.
 - "rows copied / computed / fallback" counts the input-embedding rows of the target vocabulary by origin
   (`init_report.json`): copied from a source token (shared tokens, for the methods whose paper copies them,
   and special tokens), computed by the method, or the method's fallback (no vector, no decomposition).
@@ -453,11 +455,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="evaluate nothing: rewrite the doc section from the rows of the last run")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of the last run for the methods not run now (same texts required)")
-    parser.add_argument("--eval-bytes", type=int, default=DEFAULT_EVAL_BYTES,
-                        help=f"cap on the held-out Bible text (bytes, cut at a verse; default {DEFAULT_EVAL_BYTES:,}: "
-                             "a forward pass of SmolLM2-135M on 2 CPU cores takes ~80-150 tokens/s); 0: all of it")
-    parser.add_argument("--window", type=int, default=512, help="tokens per evaluation window")
-    parser.add_argument("--batch", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--eval-docs", type=int, default=DEFAULT_EVAL_DOCS,
+                        help=f"held-out Bible verses scored, each on its own (default {DEFAULT_EVAL_DOCS}, the first ones); "
+                             "the UDHR paragraphs are all scored")
     parser.add_argument("--vocab-size", type=int, default=32_000, help="target tokenizer size")
     parser.add_argument("--train-steps", type=int, default=DEFAULT_TRAIN_STEPS,
                         help=f"embeddings-only optimizer steps of `vocabshift train` after init (default "
@@ -498,11 +498,12 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.update({k: v for k, v in _inputs.OFFLINE_ENV.items() if k not in ("XDG_CACHE_HOME", "HF_HOME")})
     need_peers = any(m in PACKAGES or m == "wechsel-package-space" for m in args.methods)
-    built = _inputs.build_all(args.vocab_size, peers=need_peers)
+    built = _inputs.build_all(args.vocab_size, peers=need_peers,
+                              vectors=need_peers or any(m not in NO_VECTORS for m in args.methods))
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    texts = eval_texts(built["texts"], args.eval_bytes or None)
+    docs = eval_documents(args.eval_docs, english=False)
     QUALITY.mkdir(parents=True, exist_ok=True)
     target_tok = AutoTokenizer.from_pretrained(str(built["tokenizer"]))
     source_tok = AutoTokenizer.from_pretrained(str(built["model"]))
@@ -510,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/init_quality.py" + "".join(
         f" {flag} {value}" for flag, value, default in (
             ("--methods", ",".join(args.methods), ",".join(METHODS + PACKAGES + tuple(VARIANTS))),
-            ("--eval-bytes", args.eval_bytes, DEFAULT_EVAL_BYTES), ("--window", args.window, 512),
+            ("--eval-docs", args.eval_docs, DEFAULT_EVAL_DOCS),
             ("--train-steps", args.train_steps, DEFAULT_TRAIN_STEPS),
             ("--train-methods", ",".join(args.train_methods), ",".join(TRAIN_METHODS)),
             ("--train-batch", args.train_batch, DEFAULT_TRAIN_BATCH), ("--train-seq-len", args.train_seq_len, 128),
@@ -521,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         if args.device != "cpu":
             model.to(args.device)
-        out = {k: evaluate(model, tok, v, args.window, args.batch) for k, v in texts.items()}
+        out = evaluate(model, tok, docs, args.device)
         print(f"{label:>28}: bible {out['bible']['bits_per_byte']:.3f} bits/byte (loss {out['bible']['loss']:.3f}), "
               f"udhr {out['udhr']['bits_per_byte']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         return out
@@ -650,9 +651,9 @@ def main(argv: list[str] | None = None) -> None:
         merged = {r["label"]: r for r in previous if r["label"] not in have}
         merged.update({r["label"]: r for r in rows})
         rows = [merged[label] for label in order if label in merged]
-    evals = {"bible": rows[0]["eval"]["bible"], "udhr": rows[0]["eval"]["udhr"],
-             "bible_tokens_target": len(target_tok(texts["bible"], add_special_tokens=False)["input_ids"]),
-             "udhr_tokens_target": len(target_tok(texts["udhr"], add_special_tokens=False)["input_ids"])}
+    evals = {"bible": source_row(rows)["eval"]["bible"], "udhr": source_row(rows)["eval"]["udhr"],
+             "bible_tokens_target": next(r for r in rows if r["init"] == "vocabshift" and not r.get("error"))["eval"]["bible"]["tokens"],
+             "udhr_tokens_target": next(r for r in rows if r["init"] == "vocabshift" and not r.get("error"))["eval"]["udhr"]["tokens"]}
     seconds = time.perf_counter() - t_start
     (CACHE / "init_quality.json").write_text(json.dumps(rows, indent=1, default=str))
     from vocabshift.tokenization.surface import surface_forms
@@ -666,7 +667,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwhole run: {seconds / 60:.1f} min")
     if not args.no_write:
         info = {"texts": built["texts"], "target_vocab": len(target_tok)}
-        write_doc(doc_section(rows, texts, evals, info, args, seconds))
+        write_doc(doc_section(rows, docs, evals, info, args, seconds))
         print(f"wrote the init_quality section of {DOC.relative_to(ROOT)}")
 
 
