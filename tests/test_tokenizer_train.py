@@ -359,3 +359,58 @@ def test_broken_tokenizer_json_is_named(roberta_source, tmp_path):
     (src / "tokenizer.json").write_text(json.dumps({"version": "1.0"}))
     with pytest.raises(TokenizerError, match="tokenizer.json has no model"):
         load_source_tokenizer(src)
+
+
+SPM_CLASSES = {  # transformers class -> (.model file name, extra config, trainer ids); each lays out its .model its own way
+    "XLMRobertaTokenizer": ("sentencepiece.bpe.model", {}, {}),  # fairseq <s> <pad> </s> <unk> first, <mask> last
+    "T5Tokenizer": ("spiece.model", {"extra_ids": 5},  # the .model as is, <extra_id_*> after it
+                    {"pad_id": 0, "eos_id": 1, "unk_id": 2, "bos_id": -1}),
+    "CamembertTokenizer": ("sentencepiece.bpe.model", {}, {}),  # <s>NOTUSED ... first
+}
+
+
+@pytest.mark.parametrize("cls", list(SPM_CLASSES))
+def test_unigram_conversion_without_transformers_is_exact(cls, english_file, multilingual_corpus, tmp_path, monkeypatch):
+    """The trained .model converted by reading the source's layout equals AutoTokenizer's conversion, file for file."""
+    from tests.conftest import _hf_from_spm, _train_spm
+    from vocabshift.tokenization import train as train_module
+
+    name, extra, ids = SPM_CLASSES[cls]
+    source = _hf_from_spm(tmp_path / "src", name, _train_spm(english_file, vocab_size=900, model_type="unigram", **ids),
+                          {"tokenizer_class": cls, "model_max_length": 512, **extra})
+    config = {"source": str(source), "corpus": corpus_from_paths([multilingual_corpus]), "vocab_size": 1500,
+              "show_progress": False, "character_coverage": 1.0}
+    used = []
+    direct = train_module._unigram_model_from_layout
+    monkeypatch.setattr(train_module, "_unigram_model_from_layout",
+                        lambda *a: used.append(m := direct(*a)) or m)
+    fast = train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "fast"), **config))
+    monkeypatch.setattr(train_module, "_unigram_model_from_layout", lambda *a: None)
+    slow = train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "slow"), **config))
+    if cls in ("XLMRobertaTokenizer", "T5Tokenizer"):
+        assert used and used[0] is not None, f"{cls}: the layout should be read off the source"
+    files = sorted(p.name for p in fast.out.iterdir())
+    assert files == sorted(p.name for p in slow.out.iterdir())
+    for f in files:
+        if f != "vocabshift_tokenizer.json":  # holds the seconds
+            assert (fast.out / f).read_bytes() == (slow.out / f).read_bytes(), f
+    assert fast.vocab_size == slow.vocab_size == len(AutoTokenizer.from_pretrained(fast.out))
+
+
+def test_sentencepiece_training_from_an_xlmr_folder_does_not_import_transformers(xlmr_source, tmp_path):
+    corpus = tmp_path / "spa.txt"
+    corpus.write_text("\n".join(udhr_lines("spa")) + "\n", encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from vocabshift.config import TokenizerTrainConfig\n"
+        "from vocabshift.corpus import corpus_from_paths\n"
+        "from vocabshift.tokenization.train import train_tokenizer\n"
+        f"r = train_tokenizer(TokenizerTrainConfig(source={str(xlmr_source)!r}, corpus=corpus_from_paths({str(corpus)!r}),"
+        f" vocab_size=600, out={str(tmp_path / 'out')!r}, show_progress=False))\n"
+        "assert r.trainer == 'sentencepiece' and r.vocab_size == 600\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "assert not leaked, leaked[:5]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VOCABSHIFT_FULL_RELOAD_CHECK"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "out")) == 600

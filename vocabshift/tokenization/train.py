@@ -403,7 +403,76 @@ def _train_with_sentencepiece(
 
 
 def _convert_sentencepiece(source: SourceTokenizer, sp_bytes: bytes) -> dict[str, Any]:
-    """Build tokenizer.json from a .model exactly as the source's transformers class reads it."""
+    """Build tokenizer.json from a .model exactly as the source's transformers class reads it.
+
+    A Unigram source whose tokenizer.json lays out its own .model in a way we can read off (below) is
+    converted here, without transformers (importing it is ~1.8 s, most of what training adds to the raw
+    trainer's time); anything else goes through ``AutoTokenizer``. Only the model part matters: the
+    pipeline, added tokens and post-processor are the source's (:func:`_mirror_source`).
+    """
+    model = _unigram_model_from_layout(source, sp_bytes)
+    if model is not None:
+        return {"version": source.backend_json.get("version", "1.0"), "model": model}
+    return _convert_with_transformers(source, sp_bytes)
+
+
+def _unigram_model_from_layout(source: SourceTokenizer, sp_bytes: bytes) -> dict[str, Any] | None:
+    """The trained .model as the source's Unigram model lays out its own .model; None when it cannot tell.
+
+    A converted sentencepiece vocabulary is ``head + pieces[s:] + tail``: the transformers class drops the
+    first ``s`` pieces of the .model (XLM-R's ``<unk> <s> </s>``) and puts fixed tokens before them
+    (XLM-R's fairseq ``<s> <pad> </s> <unk>``) and after (``<mask>``, T5's ``<extra_id_*>``). The layout is
+    read off the source (its tokenizer.json against its .model: every piece string and score must line
+    up) and applied to the trained .model, whose first ``s`` pieces must be the source's. Conversion
+    settings the trainer could change (byte fallback, the normalizer) must be the source's too.
+    """
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    src_model = source.backend_json.get("model") or {}
+    if src_model.get("type") != "Unigram" or source.sentencepiece_model is None:
+        return None
+    old, new = pb.ModelProto(), pb.ModelProto()
+    old.ParseFromString(source.sentencepiece_model.read_bytes())
+    new.ParseFromString(sp_bytes)
+    if (old.trainer_spec.model_type != new.trainer_spec.model_type
+            or old.trainer_spec.byte_fallback != new.trainer_spec.byte_fallback
+            or bool(src_model.get("byte_fallback", False)) != bool(new.trainer_spec.byte_fallback)
+            or any(getattr(old.normalizer_spec, f.name) != getattr(new.normalizer_spec, f.name)
+                   for f in old.normalizer_spec.DESCRIPTOR.fields)):  # values, not presence: the trainer sets some
+        return None
+    vocab = src_model.get("vocab") or []
+    normal = pb.ModelProto.SentencePiece.NORMAL
+    first = next((i for i, p in enumerate(old.pieces) if p.type == normal), None)
+    if first is None:
+        return None
+    h = next((k for k in range(min(len(vocab), 16)) if vocab[k][0] == old.pieces[first].piece), None)
+    if h is None:
+        return None
+    s = first
+    while s > 0 and h > 0 and vocab[h - 1][0] == old.pieces[s - 1].piece and vocab[h - 1][1] == old.pieces[s - 1].score:
+        s, h = s - 1, h - 1  # leading control pieces the vocabulary keeps where the .model has them
+    n_old = len(old.pieces) - s
+    if len(vocab) < h + n_old:
+        return None
+    for j in range(n_old):
+        piece = old.pieces[s + j]
+        if vocab[h + j][0] != piece.piece or vocab[h + j][1] != piece.score:
+            return None
+    if [p.piece for p in new.pieces[:s]] != [p.piece for p in old.pieces[:s]]:
+        return None
+    tail = vocab[h + n_old:]
+    out_vocab = [list(v) for v in vocab[:h]] + [[p.piece, p.score] for p in new.pieces[s:]] + [list(v) for v in tail]
+    unk_id = src_model.get("unk_id")
+    if unk_id is not None:
+        unk = vocab[unk_id][0]
+        unk_id = next((i for i, v in enumerate(out_vocab) if v[0] == unk), None)
+        if unk_id is None:
+            return None
+    return {"type": "Unigram", "unk_id": unk_id, "vocab": out_vocab, "byte_fallback": bool(src_model.get("byte_fallback", False))}
+
+
+def _convert_with_transformers(source: SourceTokenizer, sp_bytes: bytes) -> dict[str, Any]:
+    """tokenizer.json of the trained .model as ``AutoTokenizer`` converts it with the source's class."""
     from transformers import AutoTokenizer
 
     assert source.sentencepiece_model is not None
