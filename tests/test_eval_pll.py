@@ -138,3 +138,20 @@ def test_tokenizer_without_word_ids_is_refused(mlm):
 
     with pytest.raises(TokenizerError, match="slow tokenizer"):
         score_documents_pll(model, Slow(), ["hola mundo"], window=16)
+
+
+def test_a_broken_model_still_gets_its_scores(mlm):
+    """Huge NLL (a broken init: rows with norms in the hundreds) gives inf perplexities, not an OverflowError."""
+    import copy
+
+    from vocabshift.eval.lm import perplexity
+
+    assert perplexity(710.0 * 3, 3) == math.inf and perplexity(2.0, 2) == pytest.approx(math.e)
+    model, tok = mlm
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.cls.predictions.decoder.bias.mul_(0)
+        broken.get_input_embeddings().weight.mul_(1e5)  # tied: the output rows too
+    result = score_documents_pll(broken, tok, DOCS[:1], window=128)
+    assert math.isfinite(result.bits_per_byte) and result.bits_per_byte > 100
+    assert result.word_perplexity == math.inf

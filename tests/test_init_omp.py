@@ -247,3 +247,21 @@ def test_cuda_matches_cpu():
     assert gpu.rows.device.type == "cpu"
     torch.testing.assert_close(gpu.rows, cpu.rows, atol=1e-4, rtol=1e-4)
     assert torch.equal(gpu.origin, cpu.origin)
+
+
+def test_rows_that_blow_up_are_reported_and_warned_about(caplog):
+    """Nearly collinear anchors: x = 1000 (y_1 - y_0) fits exactly in the vector space, but the same
+    coefficients on unrelated model rows give a row ~1000x their norm; the report says so, loudly."""
+    y = torch.tensor([[1.0, 0, 0, 0], [1.0, 1e-3, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+    e = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
+    inputs = InitInputs(source_embeddings=e, copy=torch.tensor([-1]), source_token_vectors=y,
+                        target_token_vectors=torch.tensor([[0, 1.0, 0, 0]]))
+    with caplog.at_level("WARNING", logger="vocabshift.init.omp"):
+        result = run_init_method("omp", inputs, {"k": 2})
+    torch.testing.assert_close(result.rows[0], torch.tensor([-1000.0, 1000.0, 0]), rtol=1e-3, atol=0.5)
+    assert result.info["row_norm_ratio"] > 1000 and result.info["mean_coefficient_l1"] == pytest.approx(2000, rel=1e-3)
+    assert any("coefficients cancel in the vector space" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vocabshift.init.omp"):
+        planted = run_init_method("omp", _planted_inputs(), {"k": 3})
+    assert planted.info["row_norm_ratio"] < 10 and not caplog.records

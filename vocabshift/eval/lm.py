@@ -230,6 +230,14 @@ def rolling_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, 
     return spans
 
 
+def perplexity(total_nll: float, units: int) -> float:
+    """``exp(total_nll / units)``, or ``inf`` past float range (a broken model must still get its report)."""
+    try:
+        return math.exp(total_nll / max(units, 1))
+    except OverflowError:
+        return math.inf
+
+
 def count_words(text: str) -> int:
     """Words as lm-eval's word perplexity counts them: ``len(re.split(r"\\s+", text))``."""
     return len(re.split(r"\s+", text))
@@ -306,7 +314,7 @@ def score_documents(model: Any, tokenizer: Any, documents: list[str], *, window:
     total, n_bytes, n_words, n_tokens = float(nll.sum()), sum(scores.bytes), sum(scores.words), sum(scores.tokens)
     result = DocumentLMResult(
         objective="clm", loss=total / max(n_tokens, 1), bits_per_byte=bits_per_byte(total, n_bytes),
-        byte_perplexity=math.exp(total / n_bytes), word_perplexity=math.exp(total / max(n_words, 1)),
+        byte_perplexity=perplexity(total, n_bytes), word_perplexity=perplexity(total, n_words),
         total_nll_nats=total, predicted_tokens=n_tokens, bytes=n_bytes, words=n_words, documents=len(documents),
         window=window, stride=stride, prefix_token_id=prefix, windows=len(items), per_document=scores)
     log.info("per-document: %.4f bits per byte over %d documents (%d bytes, %d tokens, %d windows of <= %d)",
@@ -425,7 +433,7 @@ def score_documents_pll(model: Any, tokenizer: Any, documents: list[str], *, win
     total, n_bytes, n_words, n_tokens = float(nll.sum()), sum(scores.bytes), sum(scores.words), sum(scores.tokens)
     result = DocumentLMResult(
         objective="mlm", loss=total / max(n_tokens, 1), bits_per_byte=bits_per_byte(total, n_bytes),
-        byte_perplexity=math.exp(total / n_bytes), word_perplexity=math.exp(total / max(n_words, 1)),
+        byte_perplexity=perplexity(total, n_bytes), word_perplexity=perplexity(total, n_words),
         total_nll_nats=total, predicted_tokens=n_tokens, bytes=n_bytes, words=n_words, documents=len(documents),
         window=window, stride=window, prefix_token_id=-1, windows=len(items), per_document=scores, pseudo=True,
         note=PLL_NOTE)

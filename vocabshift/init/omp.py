@@ -51,6 +51,7 @@ normal draw), origin FALLBACK. Rows with ``copy >= 0`` are copied bit-exactly.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,10 @@ from vocabshift.init._common import (
 from vocabshift.init.base import REQUIRES_ALIGNED, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
 
+log = logging.getLogger(__name__)
+
+# Computed rows whose median norm is this many times the source rows' are a broken init (see omp_init).
+BLOWUP_RATIO = 10.0
 # Elements of the [batch, anchors] float32 correlations (64 MiB) and of the [batch, k, dim] float64
 # orthonormal bases (64 MiB) held at once.
 _CORR_BUDGET = 1 << 24
@@ -135,11 +140,26 @@ def omp_init(inputs: InitInputs, config: OMPConfig) -> InitResult:
         rows[query] = weighted_rows(rep[idx][inverse], coef[inverse].to(torch.float32), table).cpu()
         stats["mean_atoms"] = float(n_atoms[inverse].double().mean())
         stats["mean_relative_residual"] = float(rel[inverse].mean())
+        stats["mean_coefficient_l1"] = float(coef[inverse].abs().sum(1).mean())
+        stats["row_norm_ratio"] = _norm_ratio(rows[query], inputs.source_embeddings)
+        if stats["row_norm_ratio"] > BLOWUP_RATIO:
+            log.warning(
+                "omp: the computed rows' median norm is %.0fx the source rows' (mean |coefficients| sum %.1f): the "
+                "coefficients cancel in the vector space but not in the model's, and such rows make a broken model "
+                "(measured: SmolLM2 -> 32k Spanish with 300-d fastText vectors and k=64, rows ~200x the source "
+                "norm). Lower k (a few percent of the vector dimension, e.g. k=8 for 300-d vectors), or use fvt "
+                "or distill.", stats["row_norm_ratio"], stats["mean_coefficient_l1"])
 
     missing = todo & ~tgt_ok
     set_fallback(rows, origin, missing, config.fallback, inputs.source_embeddings, inputs)
     stats["no_vector"] = int(missing.sum())
     return InitResult(rows=rows, origin=origin, info=stats)
+
+
+def _norm_ratio(rows: torch.Tensor, source: torch.Tensor) -> float:
+    """Median L2 norm of ``rows`` over the median norm of the source rows (1 for rows like the source's)."""
+    base = float(torch.linalg.vector_norm(source.float(), dim=1).median())
+    return float(torch.linalg.vector_norm(rows.float(), dim=1).median()) / max(base, 1e-12)
 
 
 def _distinct_anchors(unit: torch.Tensor, usable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
