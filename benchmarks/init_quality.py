@@ -72,6 +72,7 @@ PACKAGES = ("wechsel-package", "deepfocus-package")
 VARIANTS = {
     "wechsel-mean-fallback": "wechsel, `fallback: mean`",
     "wechsel-package-space": "wechsel, in the package's aligned space",
+    "omp-k8": "omp, `k: 8`",  # 64 atoms overfit 300-d static vectors (see docs/init.md, omp)
 }
 PACKAGE_SPACE = VARIANTS["wechsel-package-space"]
 FACTS: dict[str, int] = {}  # filled by main: target tokens that are partial UTF-8, the package's fallback rows
@@ -240,6 +241,30 @@ def analysis(rows: list[dict[str, Any]]) -> str:
             "vocabshift, the mean source row by default; deepfocus draws them at random): its token-level fastText "
             "model only has vectors for tokens seen often enough (minCount 5 in vocabshift, 10 in deepfocus) in 3.7 MB "
             "of text, and most of a 32,000-token vocabulary is rarer than that.")
+    omp_k8 = VARIANTS["omp-k8"]
+    if "omp" in by or omp_k8 in by or any(r["label"] == "omp" for r in rows):
+        text = ("`omp` with its default `k: 64` (tokensurgeon's, for 2,048-4,096-d donor embeddings) overfits these "
+                "300-d static vectors: the pursuit picks nearly collinear anchors whose large opposite coefficients "
+                "cancel in the vector space but not on the model's rows, which come out about 200x the source rows' "
+                "norm (`row_norm_ratio` in its report; it now warns)")
+        if "omp" in by:
+            text += f"; it scores {bpb('omp'):.3f} bits/byte"
+        else:
+            text += "; the model is too broken to score (its word perplexity overflowed the scorer, now reported as inf)"
+        if omp_k8 in by:
+            text += f". With `k: 8` it scores {bpb(omp_k8):.3f} (UDHR {bpb(omp_k8, 'udhr'):.3f})"
+        parts.append(text + ".")
+    trained = {m: by[m]["after"]["eval"]["bible"]["bits_per_byte"] for m in METHODS
+               if m in by and by[m].get("after") and not by[m]["after"].get("error")}
+    if "distill" in trained and len(trained) > 1:
+        best = min(trained, key=trained.get)
+        parts.append(
+            f"Step 0 and the end of a short run disagree: `distill` is best at step 0 ({bpb('distill'):.3f}) but moves "
+            f"least in training ({trained['distill']:.3f} after it), while `{best}` ends lowest ({trained[best]:.3f}; "
+            f"{bpb(best):.3f} at step 0)" + (
+                ": `ofa` and `factorized` train factorized coordinates and shared primitives (as `vocabshift train` "
+                "does for a factorized embedding), which moves every row at each step" if best in ("ofa", "factorized")
+                else "") + ".")
     ranked = sorted((m for m in METHODS if m in by), key=bpb)
     if len(ranked) >= 3:
         copying = [m for m in ranked[:3] if by[m].get("counts", {}).get("copied", 0) > 100]
@@ -618,13 +643,15 @@ def main(argv: list[str] | None = None) -> None:
         try:
             if name == "wechsel-mean-fallback":
                 changes: dict[str, Any] = {"options": {"fallback": "mean"}}
+            elif name == "omp-k8":
+                changes = {"options": {"k": 8}}
             else:
                 import init_speed
 
                 package_rows("wechsel-package", built, built["peers_python"])  # its align.npy: the package's W
                 rotated = init_speed.rotated_source_vectors(Path(built["ft_eng"]), QUALITY / "wechsel-package" / "align.npy")
                 changes = {"aligned": True, "source_vectors": str(rotated), "dictionary": None}
-            made = vocabshift_model("wechsel", built, out, **changes)
+            made = vocabshift_model(name.split("-")[0], built, out, **changes)
             model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
             rows.append({"label": VARIANTS[name], "init": "vocabshift",
                          "counts": made["report"]["matrices"]["input_embeddings"]["counts"],

@@ -41,8 +41,11 @@ def _list_methods() -> None:
                "  extending a decoder, with target text: distill (as good as the source at step 0 on in-domain\n"
                "    text, 0.991x its bits per byte, and it keeps new tied rows from taking probability from the\n"
                "    source language); without text: fvt\n"
-               "  replacing the vocabulary: fvt or focus (distill and omp not yet measured there)\n"
-               "  static vectors + a dictionary: omp, wechsel, ofa; a factorized embedding: ofa, factorized\n")
+               "  replacing the vocabulary: distill at step 0 (0.963x the source on in-domain text with 42% fewer\n"
+               "    tokens); ofa or factorized when you train after it (0.873x after 60 embeddings-only steps)\n"
+               "  static vectors + a dictionary: wechsel, ofa, omp (omp: k a few percent of the vector dimension);\n"
+               "    a factorized embedding: ofa, factorized\n"
+               "  encoders: see docs/init.md (measured with benchmarks/init_encoder.py)\n")
     for m in list_init_methods():
         typer.echo(f"{m.name:<11} {m.description}")
         typer.echo(f"{'':<11} paper: {m.reference_url}; copies shared tokens by default: {m.copy_overlap}")
