@@ -73,6 +73,27 @@ def test_later_pieces_of_a_word_are_masked_with_it(mlm):
         assert masked == list(range(i, end[words[i]]))  # this piece and the rest of its word, nothing before
 
 
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta"])
+def test_the_head_only_on_scored_positions_changes_nothing(mlm, monkeypatch, family):
+    """The MLM head (BERT's cls, XLM-R's lm_head) applied to the masked positions alone = the whole
+    model's logits gathered after."""
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    from vocabshift.eval import lm
+
+    model, tok = mlm
+    if family == "xlm-roberta":
+        torch.manual_seed(0)
+        model = XLMRobertaForMaskedLM(XLMRobertaConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=130, pad_token_id=tok.pad_token_id)).eval()
+    assert lm._mlm_head(model) is not None
+    fast = score_documents_pll(model, tok, DOCS, window=128)
+    monkeypatch.setattr(lm, "_mlm_head", lambda m: None)
+    full = score_documents_pll(model, tok, DOCS, window=128)
+    assert fast.per_document.nll == pytest.approx(full.per_document.nll, rel=1e-5)
+
+
 def test_batching_and_chunking_do_not_change_scores(mlm):
     model, tok = mlm
     one = score_documents_pll(model, tok, DOCS, window=128, batch_size=1)

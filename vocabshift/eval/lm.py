@@ -375,6 +375,30 @@ def _pll_items(encoding: Any, n_docs: int, tokenizer: Any,
     return items, counts
 
 
+def _mlm_head(model: Any) -> tuple[Any, Any] | None:
+    """(body, head) of a masked LM whose head maps hidden states to logits on its own (BERT's ``cls``,
+    RoBERTa/XLM-R's ``lm_head``), or None: then the whole model runs and the logits are gathered after."""
+    body = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
+    head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+    if body is None or head is None or not callable(body) or not callable(head):
+        return None
+    return body, head
+
+
+def _masked_logits(model: Any, inputs: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor,
+                   positions: torch.Tensor) -> torch.Tensor:
+    """Logits at one position per row. With a separable head, only those positions go through it: the
+    head of a 250k-token vocabulary costs more than the whole body at every position."""
+    parts = _mlm_head(model)
+    if parts is None:
+        logits = model(input_ids=inputs, attention_mask=attention).logits
+        return logits[rows.to(logits.device), positions.to(logits.device)].float()
+    body, head = parts
+    hidden = body(input_ids=inputs, attention_mask=attention)[0]
+    picked = hidden[rows.to(hidden.device), positions.to(hidden.device)]
+    return head(picked).float()
+
+
 def score_documents_pll(model: Any, tokenizer: Any, documents: list[str], *, window: int, batch_size: int = 64,
                         batch_tokens: int = DEFAULT_BATCH_TOKENS,
                         device: torch.device | str = "cpu") -> DocumentLMResult:
@@ -421,8 +445,7 @@ def score_documents_pll(model: Any, tokenizer: Any, documents: list[str], *, win
                     attention[row, :len(inp)] = 1
                 rows = torch.arange(len(group))
                 positions = torch.tensor([items[i][2] for i in group])
-                logits = model(input_ids=inputs.to(device), attention_mask=attention.to(device)).logits
-                scored = logits[rows.to(logits.device), positions.to(logits.device)].float()
+                scored = _masked_logits(model, inputs.to(device), attention.to(device), rows, positions)
                 targets = torch.tensor([items[i][3] for i in group], device=scored.device)
                 loss = F.cross_entropy(scored, targets, reduction="none")
                 nll.index_add_(0, torch.tensor([items[i][0] for i in group]), loss.double().cpu())
