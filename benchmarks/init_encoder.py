@@ -184,20 +184,31 @@ def doc_section(rows: list[dict[str, Any]], args: argparse.Namespace, facts: dic
 
 all-MiniLM-L6-v2 (BERT, 6 layers, d=384, uncased WordPiece, 30,522 tokens) ships without a masked-LM head, so
 the source is `BertForMaskedLM` with MiniLM's body and a new tied head, trained {pre['steps']} masked-LM steps
-({pre['batch']} x {pre['seq_len']} tokens, AdamW {pre['lr']:g}, {pre['seconds'] / 60:.0f} min on 2 cores) on the English and
+({pre['batch']} x {pre['seq_len']} tokens, AdamW {pre['lr']:g}; {pre['seconds'] / 60:.0f} min of wall time on 2 cores, shared with
+another benchmark for most of it: about 1.8 s per step alone) on the English and
 Spanish training verses. Extension: the {facts['n_new']:,} tokens of a {args.vocab:,}-token Spanish WordPiece (MiniLM's
 family) that MiniLM lacks and that leave the English training verses' tokenization unchanged; replacement: the
 Spanish WordPiece as the whole vocabulary ({facts['replacement_vocab']:,} tokens). No training after init. Scored per
 document by the pseudo-log-likelihood (PLL-word-l2r: each token masked with the rest of its word; the same bytes for
 every model) on {sizes}. Goal (issue 14, goal 3): {goal}. Measured on {datetime.date.today().isoformat()} with
-`python benchmarks/init_encoder.py`.
+`python benchmarks/init_encoder.py{'' if args.eval_docs == 200 else f' --eval-docs {args.eval_docs}'}`.
 
 {table(rows, list(docs))}
 
 Pseudo bits per byte compare masked LMs with each other on the same documents, never with the causal rows above.
 `distill` on an encoder matches the last hidden states at every position (both views of a window see the whole
 window), its new rows start from `fvt`'s, and its windows are read from the Spanish training verses only.
+It has no output-side term for an encoder (the causal cross-entropy does not apply), so with a tied head the new
+rows keep whatever share of the masked-token predictions their start gives them: `fvt` and `distill` both cost
+English text the same ({_eng_cost(rows, src)}), `mean` (every new row the same, far from any context) almost nothing.
 """
+
+
+def _eng_cost(rows: list[dict[str, Any]], src: dict[str, Any]) -> str:
+    cells = [f"{r['method']} {r['scores']['bible-eng']['bpb'] / src['bible-eng']['bpb']:.3f}x" for r in rows
+             if r["case"] == "extension"]
+    return ", ".join(cells) or "not measured"
+
 
 
 def main(argv: list[str] | None = None) -> None:
