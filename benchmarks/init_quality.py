@@ -243,16 +243,16 @@ def analysis(rows: list[dict[str, Any]]) -> str:
             "of text, and most of a 32,000-token vocabulary is rarer than that.")
     omp_k8 = VARIANTS["omp-k8"]
     if "omp" in by or omp_k8 in by or any(r["label"] == "omp" for r in rows):
-        text = ("`omp` with its default `k: 64` (tokensurgeon's, for 2,048-4,096-d donor embeddings) overfits these "
-                "300-d static vectors: the pursuit picks nearly collinear anchors whose large opposite coefficients "
-                "cancel in the vector space but not on the model's rows, which come out about 200x the source rows' "
-                "norm (`row_norm_ratio` in its report; it now warns)")
+        text = ("`omp` breaks on these 300-d static vectors: its coefficients, fitted in the vector space, do not "
+                "cancel on the model's rows, which come out about 200x the source rows' norm with the default `k: 64` "
+                "(`row_norm_ratio` in its report; it now warns)")
         if "omp" in by:
             text += f"; it scores {bpb('omp'):.3f} bits/byte"
         else:
-            text += "; the model is too broken to score (its word perplexity overflowed the scorer, now reported as inf)"
+            text += "; that model is too broken to score (its word perplexity overflowed the scorer, now reported as inf)"
         if omp_k8 in by:
-            text += f". With `k: 8` it scores {bpb(omp_k8):.3f} (UDHR {bpb(omp_k8, 'udhr'):.3f})"
+            text += (f". Fewer atoms do not help: with `k: 8` it scores {bpb(omp_k8):,.0f} bits/byte; the cause is "
+                     "not settled (docs/init.md, omp)")
         parts.append(text + ".")
     trained = {m: by[m]["after"]["eval"]["bible"]["bits_per_byte"] for m in METHODS
                if m in by and by[m].get("after") and not by[m]["after"].get("error")}

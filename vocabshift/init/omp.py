@@ -146,9 +146,9 @@ def omp_init(inputs: InitInputs, config: OMPConfig) -> InitResult:
             log.warning(
                 "omp: the computed rows' median norm is %.0fx the source rows' (mean |coefficients| sum %.1f): the "
                 "coefficients cancel in the vector space but not in the model's, and such rows make a broken model "
-                "(measured: SmolLM2 -> 32k Spanish with 300-d fastText vectors and k=64, rows ~200x the source "
-                "norm). Lower k (a few percent of the vector dimension, e.g. k=8 for 300-d vectors), or use fvt "
-                "or distill.", stats["row_norm_ratio"], stats["mean_coefficient_l1"])
+                "(measured: SmolLM2 -> 32k Spanish with 300-d fastText vectors, k=64 and k=8 alike). Check "
+                "row_norm_ratio in the report; use fvt or distill for this model and these vectors.",
+                stats["row_norm_ratio"], stats["mean_coefficient_l1"])
 
     missing = todo & ~tgt_ok
     set_fallback(rows, origin, missing, config.fallback, inputs.source_embeddings, inputs)
