@@ -176,3 +176,26 @@ def test_a_broken_model_still_gets_its_scores(mlm):
     result = score_documents_pll(broken, tok, DOCS[:1], window=128)
     assert math.isfinite(result.bits_per_byte) and result.bits_per_byte > 100
     assert result.word_perplexity == math.inf
+
+
+def test_vocabshift_eval_compares_two_masked_lms_on_the_same_bytes(mlm, tmp_path):
+    """`vocabshift eval` on an encoder and its baseline: per-document PLL for both, a paired verdict, a report."""
+    from vocabshift.corpus import corpus_from_paths
+    from vocabshift.eval import EvalConfig, evaluate_model
+
+    model, tok = mlm
+    for name, seed in (("old", 0), ("new", 1)):
+        torch.manual_seed(seed)
+        BertForMaskedLM(model.config).save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    corpus = tmp_path / "spa.txt"
+    corpus.write_text("\n".join(udhr_lines("spa")[:20]) + "\n", encoding="utf-8")
+    result = evaluate_model(EvalConfig(model=str(tmp_path / "new"), baseline=str(tmp_path / "old"),
+                                       corpus=corpus_from_paths(corpus), max_documents=20, speed_words=50,
+                                       speed_repeats=1, bootstrap=200, out=str(tmp_path / "report"), device="cpu"))
+    old, new = result.lm["old"], result.lm["new"]
+    assert old.protocol == new.protocol == "document" and old.pseudo and new.pseudo
+    assert old.per_document.bytes == new.per_document.bytes and old.documents == 20
+    assert result.comparison is not None and result.comparison.verdict
+    assert any("pseudo-log-likelihood" in n for n in result.notes)
+    assert (tmp_path / "report" / "report.md").exists()
