@@ -295,10 +295,16 @@ def test_stride_zero_and_small_windows_are_refused(capsys, tmp_path, llama, span
     assert not (tmp_path / "out").exists()
 
 
-def test_masked_lm_is_refused_per_document(tmp_path, minilm_source):
+def test_masked_lm_goes_to_the_pseudo_log_likelihood_scorer(tmp_path, minilm_source):
+    """score_documents is the causal scorer; a masked LM (MiniLM's WordPiece) gets score_documents_pll."""
+    from vocabshift.eval.lm import score_documents_pll
+
     path = pico_model("bert", minilm_source, tmp_path / "bert")
-    with pytest.raises(ConfigError, match="causal LM"):
-        score_documents(load_model(path), AutoTokenizer.from_pretrained(path), DOCS, window=16)
+    model, tok = load_model(path), AutoTokenizer.from_pretrained(path)
+    with pytest.raises(ConfigError, match="causal LM.*score_documents_pll"):
+        score_documents(model, tok, DOCS, window=16)
+    result = score_documents_pll(model, tok, DOCS, window=16)
+    assert result.pseudo and result.per_document.bytes == [len(d.encode("utf-8")) for d in DOCS]
 
 
 # -- agreement with lm-evaluation-harness ------------------------------------------------------------------
