@@ -243,16 +243,19 @@ def analysis(rows: list[dict[str, Any]]) -> str:
             "of text, and most of a 32,000-token vocabulary is rarer than that.")
     omp_k8 = VARIANTS["omp-k8"]
     if "omp" in by or omp_k8 in by or any(r["label"] == "omp" for r in rows):
-        text = ("`omp` breaks on these 300-d static vectors: its coefficients, fitted in the vector space, do not "
-                "cancel on the model's rows, which come out about 200x the source rows' norm with the default `k: 64` "
-                "(`row_norm_ratio` in its report; it now warns)")
+        text = ("`omp`'s first version broke on these 300-d static vectors: it ranked atoms by normalized "
+                "correlation, which let near-zero vectors (fastText composing unseen n-grams) in as full directions, "
+                "and the fit gave them huge coefficients on the model's rows (about 200x the source rows' norm with "
+                "`k: 64`)")
         if "omp" in by:
-            text += f"; it scores {bpb('omp'):.3f} bits/byte"
+            text += f"; `k: 64` scores {bpb('omp'):.3f} bits/byte"
         else:
-            text += "; that model is too broken to score (its word perplexity overflowed the scorer, now reported as inf)"
+            text += ("; that `k: 64` model was too broken to score (its word perplexity overflowed the scorer, now "
+                     "reported as inf; the row predates the fix)")
         if omp_k8 in by:
-            text += (f". Fewer atoms do not help: with `k: 8` it scores {bpb(omp_k8):,.0f} bits/byte; the cause is "
-                     "not settled (docs/init.md, omp)")
+            text += (f". With near-zero anchors left out and raw dot products ranked (tokensurgeon's rule), `k: 8` "
+                     f"scores {bpb(omp_k8):.3f} (UDHR {bpb(omp_k8, 'udhr'):.3f}): no longer broken, still behind "
+                     "`wechsel` on these vectors")
         parts.append(text + ".")
     trained = {m: by[m]["after"]["eval"]["bible"]["bits_per_byte"] for m in METHODS
                if m in by and by[m].get("after") and not by[m]["after"].get("error")}

@@ -43,7 +43,7 @@ def _list_methods() -> None:
                "    source language); without text: fvt\n"
                "  replacing the vocabulary: distill at step 0 (0.963x the source on in-domain text with 42% fewer\n"
                "    tokens); ofa or factorized when you train after it (0.873x after 60 embeddings-only steps)\n"
-               "  static vectors + a dictionary: wechsel, ofa (omp broke on 300-d fastText vectors: see docs/init.md)\n"
+               "  static vectors + a dictionary: wechsel, ofa, omp (omp behind on 300-d fastText vectors)\n"
                "    a factorized embedding: ofa, factorized\n"
                "  encoders: distill (1.043x the source at step 0 when extending MiniLM, pseudo-log-likelihood)\n")
     for m in list_init_methods():

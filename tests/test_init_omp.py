@@ -44,16 +44,15 @@ def _support(row: torch.Tensor, eps: float = 1e-4) -> set[int]:
 
 
 def _reference_omp(x: np.ndarray, y: np.ndarray, usable: np.ndarray, k: int, tolerance: float):
-    """The definition, one token at a time: pick max |<r, y_j>| / ||y_j|| (ties: lowest id), refit all."""
+    """The definition, one token at a time: pick max |<r, y_j>| (ties: lowest id), refit all."""
     ids = np.flatnonzero(usable)
-    unit = y[ids] / np.linalg.norm(y[ids], axis=1, keepdims=True)
     chosen: list[int] = []
     coef = np.zeros(0)
     r = x.copy()
     for _ in range(min(k, len(ids), x.shape[0])):
         if np.linalg.norm(r) <= tolerance * np.linalg.norm(x):
             break
-        corr = np.abs(unit @ r)
+        corr = np.abs(y[ids] @ r)
         corr[chosen] = -1.0
         chosen.append(int(np.argmax(corr)))
         coef = np.linalg.lstsq(y[ids[chosen]].T, x, rcond=None)[0]
@@ -137,7 +136,7 @@ def test_stops_at_the_requested_sparsity_or_the_tolerance():
 
 def test_hand_worked_ties_dependent_atom_and_residual():
     # Anchors y0 = e0, y1 = e1, y2 = e0 + e1 span only {e0, e1} of R^4; x = 2 e0 + 3 e1 + e2.
-    # Step 1: |<x, y/||y||>| = 2, 3, 5/sqrt 2 -> y2; r = (-1/2, 1/2, 1, 0).
+    # Step 1: |<x, y>| = 2, 3, 5 -> y2; r = (-1/2, 1/2, 1, 0).
     # Step 2: y0 and y1 tie at 1/2 -> y0, the lower id; the fit on {y2, y0} is x's projection on
     #         {e0, e1} = 3 y2 - y0, r = e2. Step 3: y1 is in span{y0, y2}: nothing left, stop at 2 atoms.
     y = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [1.0, 1.0, 0, 0]])
@@ -265,3 +264,16 @@ def test_rows_that_blow_up_are_reported_and_warned_about(caplog):
     with caplog.at_level("WARNING", logger="vocabshift.init.omp"):
         planted = run_init_method("omp", _planted_inputs(), {"k": 3})
     assert planted.info["row_norm_ratio"] < 10 and not caplog.records
+
+
+def test_near_zero_anchor_vectors_are_left_out():
+    """An anchor vector 1e-4 long pointing exactly at x would be picked first (normalized correlation 1)
+    and get coefficient 1e4 on its model row; it is noise (fastText composing unseen n-grams): left out."""
+    planted = _planted_inputs()
+    y = planted.source_token_vectors.clone()
+    x = planted.target_token_vectors[0]
+    y[150] = 1e-4 * x / x.norm()
+    result = run_init_method("omp", dataclasses.replace(planted, source_token_vectors=y), {"k": 3})
+    assert result.info["short_anchors"] == 1 and result.info["anchors"] == 199
+    assert _support(result.rows[0]) == set(PLANT)  # the planted combination, not the short anchor
+    torch.testing.assert_close(result.rows[0][list(PLANT)], torch.tensor(list(PLANT.values())), atol=1e-4, rtol=0)

@@ -12,7 +12,7 @@ are unconstrained, as in the paper: they can be negative and need not sum to 1.
 
 The greedy pursuit, per target token, starting from ``S = {}`` and ``r = x_t``:
 
-1. pick the anchor not yet in ``S`` with the largest ``|<r, y_j>| / ||y_j||``;
+1. pick the anchor not yet in ``S`` with the largest ``|<r, y_j>|`` (raw vectors, as tokensurgeon);
 2. refit *all* coefficients by least squares on ``S``: ``c = argmin ||x_t - Y_S c||``, ``r = x_t - Y_S c``;
 3. stop after ``k`` atoms, or once ``||r|| <= tolerance * ||x_t||``.
 
@@ -23,11 +23,14 @@ Design choices:
   has the target tokenizer). A space other than the source model's own is essential: there, a new
   token's vector could only be something like the FVT mean of its pieces, the dictionary would be
   ``E_s`` itself, and the row ``sum_j c_j E_s[j] = x_t - r`` would just return that mean.
-* **Normalized atoms in step 1.** ``<r, y_j>^2 / ||y_j||^2`` is how much of ``||r||^2`` the anchor alone
-  removes, so the pick is the one that best explains the residual and is independent of vector norms
-  (the textbook OMP, which assumes unit-norm atoms). tokensurgeon ranks raw dot products
-  ``|<r, y_j>|``, which favours long vectors (in fastText spaces, frequent words) whether or not they
-  fit. The least-squares fit uses the raw ``y_j``, so ``c`` applies to ``E_s[j]`` unchanged.
+* **Raw dot products in step 1, near-zero anchors left out.** The pick ranks ``|<r, y_j>|`` on the raw
+  vectors, as tokensurgeon does, and the fit uses the same raw ``y_j``, so ``c`` applies to ``E_s[j]``
+  unchanged. Ranking by ``|<r, y_j>| / ||y_j||`` (textbook OMP's unit atoms; this module's first version)
+  let short vectors in as full directions, and the fit then gave them coefficients ~``1/||y_j||`` on real
+  model rows: on SmolLM2 -> 32k Spanish with 300-d fastText vectors (3,591 of 48,656 source tokens have a
+  composed vector below 1% of the median norm, many exactly 0) that gave 18,586 bits per byte at ``k: 8``;
+  leaving out anchors shorter than ``SHORT_ANCHOR`` (5%) of the median norm, 64.5; ranking raw dot products
+  as well, 3.94 (``benchmarks/init_quality.py``).
 * **Least squares by an incremental QR.** Each new atom is orthogonalized against the chosen ones by
   Gram-Schmidt applied twice ("twice is enough") in float64, giving ``Y_S = Q R``; the residual is
   ``x_t`` minus its projection on ``Q`` and, at the end, ``R c = Q^T x_t`` is solved by back
@@ -73,6 +76,8 @@ from vocabshift.init.registry import register_init_method
 
 log = logging.getLogger(__name__)
 
+# Anchors whose vector is shorter than this share of the median anchor norm are left out (see omp_init).
+SHORT_ANCHOR = 0.05
 # Computed rows whose median norm is this many times the source rows' are a broken init (see omp_init).
 BLOWUP_RATIO = 10.0
 # Elements of the [batch, anchors] float32 correlations (64 MiB) and of the [batch, k, dim] float64
@@ -123,18 +128,24 @@ def omp_init(inputs: InitInputs, config: OMPConfig) -> InitResult:
     rows, origin, todo = start_rows(inputs)
     dev = inputs.device
     src_unit, src_ok, _, tgt_ok = aligned_unit_vectors(inputs, "omp")
+    # Near-zero anchor vectors (fastText composing a string of unseen n-grams) are noise: the normalized
+    # selection would treat them as full directions and the raw fit would give them ~1/||y|| coefficients.
+    raw_norm = torch.linalg.vector_norm(inputs.source_token_vectors.to(dev).float(), dim=1)
+    short = src_ok & (raw_norm < SHORT_ANCHOR * raw_norm[src_ok].median()) if bool(src_ok.any()) else src_ok
+    src_ok = src_ok & ~short
 
     atoms_unit, rep = _distinct_anchors(src_unit, src_ok)
     atoms_raw = inputs.source_token_vectors.to(dev)[rep]  # the representatives' raw vectors, for the fit
     k = min(config.k, int(rep.numel()), int(atoms_unit.shape[1]))
 
     query = (todo & tgt_ok).nonzero().squeeze(1)
-    stats: dict[str, Any] = {"k": k, "anchors": int(src_ok.sum()), "distinct_anchors": int(rep.numel()),
+    stats: dict[str, Any] = {"k": k, "anchors": int(src_ok.sum()), "short_anchors": int(short.sum()),
+                             "distinct_anchors": int(rep.numel()),
                              "mean_atoms": 0.0, "mean_relative_residual": 0.0}
     if query.numel():
         x = inputs.target_token_vectors.to(dev)[query.to(dev)]
         uq, inverse = torch.unique(x, dim=0, return_inverse=True)
-        idx, coef, n_atoms, rel = _pursuit(uq.to(torch.float64), atoms_unit, atoms_raw, k=k,
+        idx, coef, n_atoms, rel = _pursuit(uq.to(torch.float64), atoms_raw, k=k,
                                            tolerance=config.tolerance, chunk_size=inputs.chunk_size)
         table = inputs.source_embeddings.to(dev)
         rows[query] = weighted_rows(rep[idx][inverse], coef[inverse].to(torch.float32), table).cpu()
@@ -146,8 +157,8 @@ def omp_init(inputs: InitInputs, config: OMPConfig) -> InitResult:
             log.warning(
                 "omp: the computed rows' median norm is %.0fx the source rows' (mean |coefficients| sum %.1f): the "
                 "coefficients cancel in the vector space but not in the model's, and such rows make a broken model "
-                "(measured: SmolLM2 -> 32k Spanish with 300-d fastText vectors, k=64 and k=8 alike). Check "
-                "row_norm_ratio in the report; use fvt or distill for this model and these vectors.",
+                "(measured with near-zero anchors admitted: SmolLM2 -> 32k Spanish, 300-d fastText vectors). Check "
+                "the vectors (short_anchors, row_norm_ratio in the report), or use fvt or distill.",
                 stats["row_norm_ratio"], stats["mean_coefficient_l1"])
 
     missing = todo & ~tgt_ok
@@ -175,7 +186,7 @@ def _distinct_anchors(unit: torch.Tensor, usable: torch.Tensor) -> tuple[torch.T
     return distinct[order].contiguous(), first[order]
 
 
-def _pursuit(x: torch.Tensor, atoms_unit: torch.Tensor, atoms_raw: torch.Tensor, *, k: int,
+def _pursuit(x: torch.Tensor, atoms_raw: torch.Tensor, *, k: int,
              tolerance: float, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """OMP of every row of ``x`` [n, dim] (float64) over the atoms; see the module docstring.
 
@@ -183,17 +194,17 @@ def _pursuit(x: torch.Tensor, atoms_unit: torch.Tensor, atoms_raw: torch.Tensor,
     [n, k] (unused slots: atom 0 with coefficient 0), atoms used [n], and ``||r|| / ||x||`` [n].
     """
     n, dim = x.shape
-    step = max(1, min(chunk_size, _CORR_BUDGET // atoms_unit.shape[0], _BASIS_BUDGET // (dim * k)))
+    step = max(1, min(chunk_size, _CORR_BUDGET // atoms_raw.shape[0], _BASIS_BUDGET // (dim * k)))
     idx = torch.zeros(n, k, dtype=torch.long, device=x.device)
     coef = torch.zeros(n, k, dtype=torch.float64, device=x.device)
     n_atoms = torch.zeros(n, dtype=torch.long, device=x.device)
     rel = torch.zeros(n, dtype=torch.float64, device=x.device)
     for s, e in chunks(n, step):
-        idx[s:e], coef[s:e], n_atoms[s:e], rel[s:e] = _pursuit_batch(x[s:e], atoms_unit, atoms_raw, k, tolerance)
+        idx[s:e], coef[s:e], n_atoms[s:e], rel[s:e] = _pursuit_batch(x[s:e], atoms_raw, k, tolerance)
     return idx, coef, n_atoms, rel
 
 
-def _pursuit_batch(x: torch.Tensor, atoms_unit: torch.Tensor, atoms_raw: torch.Tensor, k: int,
+def _pursuit_batch(x: torch.Tensor, atoms_raw: torch.Tensor, k: int,
                    tolerance: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """OMP for one batch: ``k`` greedy steps, each one float32 product with the atoms for the tokens still going.
 
@@ -201,6 +212,7 @@ def _pursuit_batch(x: torch.Tensor, atoms_unit: torch.Tensor, atoms_raw: torch.T
     product and the Gram-Schmidt work on contiguous tensors; the triangular factors, ``Q^T x`` and the
     chosen atoms are kept for the whole batch, unused slots of the factor staying the identity.
     """
+    atoms_sel = atoms_raw.to(torch.float32)
     b, dim = x.shape
     dev = x.device
     x_norm = torch.linalg.vector_norm(x, dim=1)
@@ -218,7 +230,7 @@ def _pursuit_batch(x: torch.Tensor, atoms_unit: torch.Tensor, atoms_raw: torch.T
             live, resid, basis = live[keep], resid[keep], basis[keep]
         if live.numel() == 0:
             break
-        corr = (resid.to(torch.float32) @ atoms_unit.T).abs_()  # [live, atoms]: the whole cost
+        corr = (resid.to(torch.float32) @ atoms_sel.T).abs_()  # [live, atoms]: the whole cost
         if t:
             corr.scatter_(1, idx[live, :t], -1.0)  # an atom already chosen is never chosen again
         best = corr.argmax(1)
