@@ -263,6 +263,25 @@ def _batches(lengths: list[int], batch_size: int, batch_tokens: int) -> list[lis
     return groups
 
 
+def _require_documents(documents: list[str]) -> None:
+    if not documents:
+        raise CorpusError("there are no held-out documents to score",
+                          hint="check the corpus and --max-documents (or eval_documents in a recipe)")
+
+
+def _document_result(objective: str, nll: torch.Tensor, tokens: list[int], documents: list[str],
+                     **fields: Any) -> DocumentLMResult:
+    """The totals of per-document NLLs (lm-eval's bits per byte, byte and word perplexity) as a result."""
+    scores = DocumentScores(nll=nll.tolist(), tokens=tokens, bytes=[len(doc.encode("utf-8")) for doc in documents],
+                            words=[count_words(doc) for doc in documents])
+    total, n_bytes, n_words, n_tokens = float(nll.sum()), sum(scores.bytes), sum(scores.words), sum(scores.tokens)
+    return DocumentLMResult(
+        objective=objective, loss=total / max(n_tokens, 1), bits_per_byte=bits_per_byte(total, n_bytes),
+        byte_perplexity=perplexity(total, n_bytes), word_perplexity=perplexity(total, n_words),
+        total_nll_nats=total, predicted_tokens=n_tokens, bytes=n_bytes, words=n_words, documents=len(documents),
+        per_document=scores, **fields)
+
+
 def score_documents(model: Any, tokenizer: Any, documents: list[str], *, window: int, stride: int | None = None,
                     batch_size: int = 8, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                     device: torch.device | str = "cpu") -> DocumentLMResult:
@@ -275,9 +294,7 @@ def score_documents(model: Any, tokenizer: Any, documents: list[str], *, window:
     """
     stride = window if stride is None else stride
     check_window(window, stride)
-    if not documents:
-        raise CorpusError("there are no held-out documents to score",
-                          hint="check the corpus and --max-documents (or eval_documents in a recipe)")
+    _require_documents(documents)
     if resolve_objective(model, "auto") != "clm":
         raise ConfigError(f"score_documents needs a causal LM; {type(model).__name__} is a masked LM",
                           hint="masked LMs: score_documents_pll (their pseudo-log-likelihood)")
@@ -308,17 +325,10 @@ def score_documents(model: Any, tokenizer: Any, documents: list[str], *, window:
                     nll[d] += loss.double().cpu()
     finally:
         model.train(was_training)
-    scores = DocumentScores(nll=nll.tolist(), tokens=[len(ids) for ids in encoded],
-                            bytes=[len(doc.encode("utf-8")) for doc in documents],
-                            words=[count_words(doc) for doc in documents])
-    total, n_bytes, n_words, n_tokens = float(nll.sum()), sum(scores.bytes), sum(scores.words), sum(scores.tokens)
-    result = DocumentLMResult(
-        objective="clm", loss=total / max(n_tokens, 1), bits_per_byte=bits_per_byte(total, n_bytes),
-        byte_perplexity=perplexity(total, n_bytes), word_perplexity=perplexity(total, n_words),
-        total_nll_nats=total, predicted_tokens=n_tokens, bytes=n_bytes, words=n_words, documents=len(documents),
-        window=window, stride=stride, prefix_token_id=prefix, windows=len(items), per_document=scores)
+    result = _document_result("clm", nll, [len(ids) for ids in encoded], documents, window=window, stride=stride,
+                              prefix_token_id=prefix, windows=len(items))
     log.info("per-document: %.4f bits per byte over %d documents (%d bytes, %d tokens, %d windows of <= %d)",
-             result.bits_per_byte, result.documents, n_bytes, n_tokens, result.windows, window)
+             result.bits_per_byte, result.documents, result.bytes, result.predicted_tokens, result.windows, window)
     return result
 
 
@@ -411,9 +421,7 @@ def score_documents_pll(model: Any, tokenizer: Any, documents: list[str], *, win
     :class:`~vocabshift.errors.TokenizerError` for a tokenizer without a mask token or word ids (a slow
     tokenizer), :class:`~vocabshift.errors.ConfigError` for a model that is not a masked LM.
     """
-    if not documents:
-        raise CorpusError("there are no held-out documents to score",
-                          hint="check the corpus and --max-documents (or eval_documents in a recipe)")
+    _require_documents(documents)
     if resolve_objective(model, "auto") != "mlm":
         raise ConfigError(f"pseudo-log-likelihood scoring needs a masked LM; {type(model).__name__} is not one",
                           hint="causal LMs: score_documents")
@@ -451,15 +459,8 @@ def score_documents_pll(model: Any, tokenizer: Any, documents: list[str], *, win
                 nll.index_add_(0, torch.tensor([items[i][0] for i in group]), loss.double().cpu())
     finally:
         model.train(was_training)
-    scores = DocumentScores(nll=nll.tolist(), tokens=counts, bytes=[len(doc.encode("utf-8")) for doc in documents],
-                            words=[count_words(doc) for doc in documents])
-    total, n_bytes, n_words, n_tokens = float(nll.sum()), sum(scores.bytes), sum(scores.words), sum(scores.tokens)
-    result = DocumentLMResult(
-        objective="mlm", loss=total / max(n_tokens, 1), bits_per_byte=bits_per_byte(total, n_bytes),
-        byte_perplexity=perplexity(total, n_bytes), word_perplexity=perplexity(total, n_words),
-        total_nll_nats=total, predicted_tokens=n_tokens, bytes=n_bytes, words=n_words, documents=len(documents),
-        window=window, stride=window, prefix_token_id=-1, windows=len(items), per_document=scores, pseudo=True,
-        note=PLL_NOTE)
+    result = _document_result("mlm", nll, counts, documents, window=window, stride=window, prefix_token_id=-1,
+                              windows=len(items), pseudo=True, note=PLL_NOTE)
     log.info("per-document PLL: %.4f bits per byte over %d documents (%d bytes, %d tokens, %d masked copies)",
-             result.bits_per_byte, result.documents, n_bytes, n_tokens, len(items))
+             result.bits_per_byte, result.documents, result.bytes, result.predicted_tokens, len(items))
     return result
