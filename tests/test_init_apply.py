@@ -429,3 +429,115 @@ def test_vector_dimension_mismatch_is_refused(llama_tied, target_bpe, shared_spa
         init_model(InitConfig(method="wechsel", model=str(llama_tied), tokenizer=str(target_bpe),
                               source_vectors=str(en), target_vectors=str(es8), aligned=True, out=str(out)))
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs prepared on a thread while the plan is made (vocabshift/init/early.py)
+
+
+def _live_workers() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("vocabshift-")]
+
+
+def _child_pids() -> list[int]:
+    import os
+
+    me, out = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_focus_vectors_trained_while_planning_equal_those_trained_after(llama_tied, target_bpe, spanish_file,
+                                                                         tmp_path, monkeypatch):
+    import vocabshift.init.apply as apply
+
+    cfg = dict(method="focus", model=str(llama_tied), tokenizer=str(target_bpe),
+               corpus=corpus_from_paths([spanish_file]), threads=1)
+    early = tmp_path / "early"
+    init_model(InitConfig(**cfg, out=str(early)))
+    assert _report(early)["token_vectors"]["trained_while_planning"] is True
+    monkeypatch.setattr(apply, "start_focus_token_vectors", lambda *a: None)
+    after = tmp_path / "after"
+    init_model(InitConfig(**cfg, out=str(after)))
+    assert _report(after)["token_vectors"]["trained_while_planning"] is False
+    weights = [AutoModelForCausalLM.from_pretrained(d).get_input_embeddings().weight for d in (early, after)]
+    assert torch.equal(weights[0], weights[1])
+    assert _report(early)["token_vectors"]["target_tokens_with_vector"] == \
+        _report(after)["token_vectors"]["target_tokens_with_vector"]
+
+
+def test_focus_vectors_of_another_tokenizer_are_trained_again(target_bpe):
+    from tokenizers import Tokenizer
+
+    from vocabshift.init.early import take_focus_token_vectors
+
+    loaded = AutoTokenizer.from_pretrained(target_bpe)
+
+    class Done:
+        def __init__(self, serialized: str, rows: int) -> None:
+            self.value = (serialized, np.zeros((rows, 4), dtype=np.float32), np.zeros(rows, dtype=bool))
+
+        def result(self):
+            return self.value
+
+    same = Tokenizer.from_file(str(target_bpe / "tokenizer.json")).to_str()
+    assert take_focus_token_vectors(Done(same, len(loaded)), loaded, len(loaded)) is not None
+    changed = json.loads(same)
+    changed["added_tokens"] = changed["added_tokens"][:-1]
+    assert take_focus_token_vectors(Done(json.dumps(changed), len(loaded)), loaded, len(loaded)) is None
+    assert take_focus_token_vectors(Done(same, len(loaded) + 1), loaded, len(loaded)) is None
+    assert take_focus_token_vectors(None, loaded, len(loaded)) is None
+
+
+def test_a_failing_plan_stops_focus_training_and_leaves_nothing(llama_tied, target_bpe, spanish_file, tmp_path,
+                                                                 monkeypatch):
+    """init fails in the plan while FOCUS's fastText trains on its thread: the plan's error is the one raised,
+    the thread and fastText's process are gone, no temporary folder and no output is left."""
+    import tempfile
+    import time
+
+    import vocabshift.init.apply as apply
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    big = tmp_path / "big.txt"  # long enough that fastText is still training when the plan fails
+    big.write_text(spanish_file.read_text(encoding="utf-8") * 20, encoding="utf-8")
+
+    def failing_plan(*args, **kwargs):
+        time.sleep(1.0)
+        raise InitError("the plan failed")
+
+    monkeypatch.setattr(apply, "_plan", failing_plan)
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    with pytest.raises(InitError, match="the plan failed"):
+        init_model(InitConfig(method="focus", model=str(llama_tied), tokenizer=str(target_bpe), out=str(out),
+                              corpus=corpus_from_paths([big]), threads=1))
+    assert time.perf_counter() - t0 < 30
+    assert _live_workers() == [] and _child_pids() == []
+    assert list(scratch.iterdir()) == [] and not out.exists()
+
+
+def test_a_cancelled_fasttext_child_is_killed():
+    import sys
+    import threading
+    import time
+
+    from vocabshift.vectors.train import Cancelled, _run_child
+
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        _run_child([sys.executable, "-c", "import time; time.sleep(60)"], {}, cancel)
+    assert time.perf_counter() - t0 < 10 and _child_pids() == []
+    assert _run_child([sys.executable, "-c", "raise SystemExit(3)"], {}, None) == 3

@@ -539,22 +539,20 @@ def test_cli_train_and_align(capsys, tmp_path, shifted_files):
 
 def test_fasttext_nan_from_the_thread_race_retries_with_one_thread(tmp_path, monkeypatch):
     """fastText reports "Encountered NaN." when a worker thread saw no example on a tiny corpus: retry with 1."""
-    import subprocess as real_subprocess
-
     from vocabshift.vectors import train as vtrain
 
     calls: list[int] = []
-    real_run = real_subprocess.run
+    real_run = vtrain._run_child
 
-    def fake_run(cmd, **kwargs):
+    def fake_run(cmd, env, cancel):
         job = json.loads(cmd[-1])
         calls.append(job["params"]["thread"])
         if len(calls) == 1:  # the first attempt "races"
             Path(job["result"]).write_text(json.dumps({"error": "Encountered NaN."}))
-            return real_subprocess.CompletedProcess(cmd, 0)
-        return real_run(cmd, **kwargs)
+            return 0
+        return real_run(cmd, env, cancel)
 
-    monkeypatch.setattr(vtrain.subprocess, "run", fake_run)
+    monkeypatch.setattr(vtrain, "_run_child", fake_run)
     out = tmp_path / "v.bin"
     train_vectors(VectorsTrainConfig(corpus=corpus_from_paths(sample_path("udhr.spa.txt")), out=str(out), dim=8,
                                      epochs=1, min_count=1, threads=2, show_progress=False))

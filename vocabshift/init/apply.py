@@ -41,6 +41,12 @@ from vocabshift.init.base import (
     Teacher,
 )
 from vocabshift.init.config import InitConfig
+from vocabshift.init.early import (
+    Background,
+    focus_token_vectors,
+    start_focus_token_vectors,
+    take_focus_token_vectors,
+)
 from vocabshift.outputs import atomic_output_dir, check_output_path, writes_output
 from vocabshift.sentence_transformer_files import copy_sentence_transformer_files
 from vocabshift.tokenization.source import copy_tokenizer_files
@@ -284,8 +290,9 @@ def _static_vectors(config: InitConfig, report: dict[str, Any]) -> tuple[Any, An
 
 
 def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: dict[str, Any],
-            method_config: Any = None) -> dict[str, Any]:
-    """The InitInputs fields the method requires (everything but the embedding matrix)."""
+            method_config: Any = None, early: Background | None = None) -> dict[str, Any]:
+    """The InitInputs fields the method requires (everything but the embedding matrix); ``early``: the
+    FOCUS token vectors started by :func:`~vocabshift.init.early.start_focus_token_vectors`."""
     import torch
 
     kw: dict[str, Any] = {"copy": torch.tensor(plan.copy_compact, dtype=torch.long)}
@@ -321,27 +328,26 @@ def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: d
             "target_tokens": len(plan.target_surfaces),
             "token_vector_seconds": round(time.perf_counter() - t0, 3)})
     elif REQUIRES_TARGET_TOKEN in requires:
-        from vocabshift.vectors import token_id_vectors, train_token_vectors
+        from vocabshift.vectors import token_id_vectors
 
         t0 = time.perf_counter()
         given = getattr(method_config, "token_vectors", None)
+        taken = take_focus_token_vectors(early, plan.target_hf, len(plan.target_surfaces))
         if given is not None:
             t_vec, t_found = token_id_vectors(given, len(plan.target_surfaces), strict=True)
         elif config.corpus is None:
             raise ConfigError(f"{config.method} trains token-level fastText on target text tokenized by the "
                               "target tokenizer: give a corpus (--corpus), or a trained model (-o token_vectors=PATH)")
+        elif taken is not None:
+            t_vec, t_found = taken
         else:
-            ft = {k: getattr(method_config, f"fasttext_{k}") for k in ("model", "dim", "epochs", "min_count")
-                  if hasattr(method_config, f"fasttext_{k}")}
-            with tempfile.TemporaryDirectory(prefix="vocabshift-focus-") as tmp:
-                vecs = train_token_vectors(plan.target_hf, config.corpus, Path(tmp) / "tokens.bin",
-                                           threads=config.threads, seed=config.seed, **ft)
-                t_vec, t_found = token_id_vectors(vecs, len(plan.target_surfaces))
+            t_vec, t_found = focus_token_vectors(plan.target_hf, len(plan.target_surfaces), config, method_config)
         kw["target_token_vectors"] = torch.as_tensor(t_vec, dtype=torch.float32)
         kw["target_vector_mask"] = torch.as_tensor(t_found, dtype=torch.bool)
         report["token_vectors"] = {"target_tokens_with_vector": int(kw["target_vector_mask"].sum()),
                                    "target_tokens": len(plan.target_surfaces),
                                    "source": str(given) if given is not None else "trained",
+                                   "trained_while_planning": taken is not None,
                                    "train_seconds": round(time.perf_counter() - t0, 3)}
     return kw
 
@@ -433,36 +439,43 @@ def init_model(config: InitConfig) -> InitOutput:
 
         require_corpus(method.name, config.corpus)
 
-    # Lean: plan on a meta-device model, read only the vocabulary-sized tensors, stream the rest at the end.
-    # A 7B bf16 checkpoint then needs memory for its embedding matrices, not 28 GB of fp32 weights.
-    # A model-aware method runs the whole model, so it loads it.
-    lean = not config.in_memory and not needs_teacher and can_stream(config.model)
-    # A supported decoder needs no model at all: its headers and configs say where the rows are.
-    header = _header_layout(config) if lean else None
-    if header is not None:
-        model, layout = header
-        tensors = row_prune.read_vocab_rows(config.model, model.header)
-    elif lean:
-        model = meta_model(Path(config.model))
-        layout = locate(model, allow_meta=True)
-        tensors = read_vocab_tensors(config.model, model)
-    else:
-        model = load_model(config.model)
-        layout = locate(model)
-        tensors = {n: model.get_parameter(n).detach()
-                   for n in (layout.input_weight, layout.output_weight, layout.output_bias) if n is not None}
-    plan = _plan(config, model, copy_overlap, layout.vocab_size)
-    report: dict[str, Any] = {"stage": "init", "method": method.name, "reference": method.reference_url,
-                              "mode": plan.mode, "source": config.model,
-                              "target_tokenizer": str(plan.tokenizer_dir), "config": config.to_dict(),
-                              "method_config": method_config.to_dict() if hasattr(method_config, "to_dict")
-                              else to_json_data(method_config),
-                              "copy_overlap": copy_overlap, "source_vocab_size": len(plan.source_rows),
-                              "target_vocab_size": len(plan.target_surfaces),
-                              "shared_tokens": sum(1 for s in plan.shared_compact if s >= 0),
-                              "parameters_before": model.header.parameters if header is not None
-                              else parameter_count(model)}
-    kw = _inputs(config, plan, method.requires, report, method_config)
+    # FOCUS's token vectors need only the config: trained on a thread while the plan is made
+    early = start_focus_token_vectors(config, method_config) \
+        if REQUIRES_TARGET_TOKEN in method.requires and REQUIRES_ALIGNED not in method.requires else None
+    try:
+        # Lean: plan on a meta-device model, read only the vocabulary-sized tensors, stream the rest at the end.
+        # A 7B bf16 checkpoint then needs memory for its embedding matrices, not 28 GB of fp32 weights.
+        # A model-aware method runs the whole model, so it loads it.
+        lean = not config.in_memory and not needs_teacher and can_stream(config.model)
+        # A supported decoder needs no model at all: its headers and configs say where the rows are.
+        header = _header_layout(config) if lean else None
+        if header is not None:
+            model, layout = header
+            tensors = row_prune.read_vocab_rows(config.model, model.header)
+        elif lean:
+            model = meta_model(Path(config.model))
+            layout = locate(model, allow_meta=True)
+            tensors = read_vocab_tensors(config.model, model)
+        else:
+            model = load_model(config.model)
+            layout = locate(model)
+            tensors = {n: model.get_parameter(n).detach()
+                       for n in (layout.input_weight, layout.output_weight, layout.output_bias) if n is not None}
+        plan = _plan(config, model, copy_overlap, layout.vocab_size)
+        report: dict[str, Any] = {"stage": "init", "method": method.name, "reference": method.reference_url,
+                                  "mode": plan.mode, "source": config.model,
+                                  "target_tokenizer": str(plan.tokenizer_dir), "config": config.to_dict(),
+                                  "method_config": method_config.to_dict() if hasattr(method_config, "to_dict")
+                                  else to_json_data(method_config),
+                                  "copy_overlap": copy_overlap, "source_vocab_size": len(plan.source_rows),
+                                  "target_vocab_size": len(plan.target_surfaces),
+                                  "shared_tokens": sum(1 for s in plan.shared_compact if s >= 0),
+                                  "parameters_before": model.header.parameters if header is not None
+                                  else parameter_count(model)}
+        kw = _inputs(config, plan, method.requires, report, method_config, early)
+    finally:
+        if early is not None:
+            early.close()  # a no-op once taken; else init failed first: stop the work, wait for it
     rows_t = torch.tensor(plan.source_rows, dtype=torch.long)
     copy_t = kw["copy"]
     compute_mask = copy_t < 0

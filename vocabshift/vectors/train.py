@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,7 +113,29 @@ def _disk_full_at(directory: Path) -> bool:
         return False
 
 
-def _fasttext_train(text: Path, corpus: CorpusConfig, dest: Path, *, seed: int, **params: Any) -> int:
+class Cancelled(Exception):
+    """Token-vector training stopped on request (``cancel`` set): the caller is already failing."""
+
+
+def _run_child(args: list[str], env: dict[str, str], cancel: threading.Event | None) -> int:
+    """Run ``args`` to its exit status; killed when this thread is interrupted, or (with ``cancel``) once
+    ``cancel`` is set, raising :class:`Cancelled`."""
+    proc = subprocess.Popen(args, env=env)
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=None if cancel is None else 0.05)
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("fastText training cancelled") from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def _fasttext_train(text: Path, corpus: CorpusConfig, dest: Path, *, seed: int,
+                    cancel: threading.Event | None = None, **params: Any) -> int:
     """Train fastText on ``text`` and save the model to ``dest``; returns the number of words.
 
     Training runs in a fresh Python process (``sys.executable -c``, which never re-imports the caller's
@@ -132,14 +155,14 @@ def _fasttext_train(text: Path, corpus: CorpusConfig, dest: Path, *, seed: int, 
     while True:
         result_file.unlink(missing_ok=True)
         job = {"input": str(text), "dest": str(dest), "result": str(result_file), "seed": seed, "params": params}
-        proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(job)], env=env, check=False)
-        if proc.returncode == _CHILD_ENOSPC or (proc.returncode != 0 and _disk_full_at(dest.parent)):
+        returncode = _run_child([sys.executable, "-c", _CHILD, json.dumps(job)], env, cancel)
+        if returncode == _CHILD_ENOSPC or (returncode != 0 and _disk_full_at(dest.parent)):
             raise DiskFullError(f"no space left on device while writing {dest}",
                                 hint="free some space and run again; nothing was replaced")
         try:
             result = json.loads(result_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise VectorsError(f"the fastText training process died (exit status {proc.returncode}; out of "
+            raise VectorsError(f"the fastText training process died (exit status {returncode}; out of "
                                "memory?)", path=named) from None
         if "words" in result and _disk_full_at(dest.parent):
             # fastText saves without checking its writes: on a full disk the .bin may be cut short.
@@ -214,13 +237,14 @@ def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, mode
                         min_count: int = FOCUS_FASTTEXT["min_count"], neg: int = FOCUS_FASTTEXT["neg"],
                         threads: int | None = None,
                         seed: int = 0, window: int = 5, force: bool = False,
-                        show_progress: bool = False) -> StaticVectors:
+                        show_progress: bool = False, cancel: threading.Event | None = None) -> StaticVectors:
     """fastText vectors of the target tokenizer's tokens (FOCUS's auxiliary embeddings), written to ``out``.
 
     The corpus is tokenized (no special tokens added) and each token written as ``t<id>``; fastText is
     trained without character n-grams. The returned vectors' words are those ``t<id>`` strings: turn
     them into a ``[vocab_size, dim]`` matrix with :func:`token_id_vectors`. Tokens seen fewer than
-    ``min_count`` times get no vector.
+    ``min_count`` times get no vector. ``cancel`` (set from another thread) stops the work with
+    :class:`Cancelled`.
     """
     t0 = time.perf_counter()
     out = check_output_path(out, force)
@@ -238,6 +262,8 @@ def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, mode
         for doc in iter_corpus(corpus):
             batch.append(doc)
             if len(batch) >= _ENCODE_BATCH:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("token-vector training cancelled")
                 yield from encode()
                 batch = []
         if batch:
@@ -248,7 +274,7 @@ def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, mode
         documents, _ = _write_lines(lines(), text)
         _fasttext_train(text, corpus, scratch / "model.bin", model=model, dim=dim, epoch=epochs, minCount=min_count,
                         neg=neg, minn=0, maxn=0, bucket=0, ws=window, thread=threads or os.cpu_count() or 1, seed=seed,
-                        verbose=2 if show_progress else 0)
+                        verbose=2 if show_progress else 0, cancel=cancel)
         _install(scratch / "model.bin", Path(out))
     vectors = load_vectors(out)
     log.info("token-level fastText: %d of %d tokens have a vector (%d documents, %.1f s)",
