@@ -87,7 +87,29 @@ def test_cross_entropy_term_moves_the_rows_differently():
     assert torch.isfinite(with_ce.rows).all()
 
 
+def test_micro_batches_add_up_to_the_whole_batch():
+    """A step over micro-batches of 1 or 2 windows takes the same step as the whole batch at once: the parts'
+    losses are normalized by the whole batch (mse and the untied head's cross-entropy). The tied head's
+    auto-weighted cross-entropy is weighted per part, so only the distillation-only run is compared there."""
+    out = torch.randn(6, 4, generator=torch.Generator().manual_seed(9))
+    for inputs, options in ((_inputs(CONTEXTS), {"ce_weight": 0}),
+                            (_inputs(CONTEXTS, output=out), {"ce_weight": 0, "output": "train"})):
+        runs = [run_init_method("distill", inputs, {"lr": 0.02, "epochs": 4, "batch_size": 5, "micro_batch": m,
+                                                    **options}) for m in (5, 2, 1)]
+        for other in runs[1:]:
+            torch.testing.assert_close(other.rows, runs[0].rows, atol=1e-5, rtol=0)
+            torch.testing.assert_close(other.info["loss_curve"], runs[0].info["loss_curve"], atol=1e-5, rtol=0)
+            if options.get("output"):
+                torch.testing.assert_close(other.output_rows, runs[0].output_rows, atol=1e-5, rtol=0)
+        emb = inputs.source_embeddings
+        assert (runs[0].rows[6] - (emb[2] + emb[3]) / 2).abs().max() > 1e-2  # it moved from the start row
+    tied = [run_init_method("distill", _inputs(CONTEXTS), {"lr": 0.02, "epochs": 4, "batch_size": 5,
+                                                           "micro_batch": m}) for m in (5, 1)]
+    assert all(torch.isfinite(r.rows).all() for r in tied)
+
+
 @pytest.mark.parametrize("options, field", [({"contexts_per_token": 0}, "contexts_per_token"),
+                                            ({"micro_batch": 0}, "micro_batch"),
                                             ({"lr": -1.0}, "lr"), ({"output": "tied"}, "output"),
                                             ({"ce_weight": -0.5}, "ce_weight"), ({"max_steps": 0}, "max_steps")])
 def test_bad_options(options, field):

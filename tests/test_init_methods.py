@@ -650,3 +650,15 @@ def test_weighted_rows_matches_the_definition_on_both_paths(n_table, m):
     weights[:, -1] = 0.0  # padded entries weigh nothing
     want = torch.stack([(weights[i, :, None] * table[idx[i]]).sum(0) for i in range(50)])
     torch.testing.assert_close(weighted_rows(idx, weights, table), want)
+
+
+def test_take_rows_is_a_view_for_a_run_of_ids_and_a_copy_otherwise():
+    from vocabshift.init._common import take_rows
+
+    table = torch.arange(40, dtype=torch.float32).reshape(10, 4)
+    run = take_rows(table, torch.tensor([3, 4, 5]))
+    assert torch.equal(run, table[3:6]) and run.data_ptr() == table[3].data_ptr()  # a view, no copy
+    scattered = take_rows(table, torch.tensor([5, 3, 4]))
+    assert torch.equal(scattered, table[[5, 3, 4]]) and scattered.data_ptr() != table[5].data_ptr()
+    assert torch.equal(take_rows(table, torch.tensor([7])), table[7:8])
+    assert take_rows(table, torch.tensor([], dtype=torch.long)).shape == (0, 4)

@@ -420,6 +420,7 @@ def init_model(config: InitConfig) -> InitOutput:
     """Run ``config.method`` and write a loadable model with the target vocabulary to ``config.out``."""
     import torch
 
+    from vocabshift.init._common import take_rows
     from vocabshift.init.registry import get_init_method, run_init_method
     from vocabshift.surgery import row_prune
     from vocabshift.surgery.checkpoint import load_model, parameter_count, save_model
@@ -485,8 +486,8 @@ def init_model(config: InitConfig) -> InitOutput:
         kw["teacher"] = _teacher(config, model, plan, method_config, copy_t, output, device, report)
 
     def run(matrix: torch.Tensor, what: str) -> InitResult:
-        inputs = InitInputs(source_embeddings=matrix.detach()[rows_t].float(), seed=config.seed, device=device,
-                            chunk_size=config.chunk_size, **kw)
+        inputs = InitInputs(source_embeddings=take_rows(matrix.detach(), rows_t).float(), seed=config.seed,
+                            device=device, chunk_size=config.chunk_size, **kw)
         t0 = time.perf_counter()
         result = run_init_method(method.name, inputs, method_config)
         report.setdefault("matrices", {})[what] = {"counts": result.counts(),

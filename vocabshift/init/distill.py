@@ -42,11 +42,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vocabshift.config import ConfigMixin
 from vocabshift.errors import ConfigError, InitError
-from vocabshift.init._common import check_positive, fallback_rows, start_rows
+from vocabshift.init._common import check_positive, fallback_rows, start_rows, take_rows
 from vocabshift.init.base import (
     FALLBACK,
     REQUIRES_DECOMPOSITIONS,
@@ -79,6 +79,10 @@ class DistillConfig(ConfigMixin):
                 "None: as many as contexts_per_token asks for."})
     epochs: int = field(default=1, metadata={"help": "Passes over the windows (AweDist: 1)."})
     batch_size: int = field(default=16, metadata={"help": "Windows per optimizer step (AweDist: 16)."})
+    micro_batch: int = field(default=4, metadata={
+        "help": "Windows per forward/backward pass; a step accumulates batch_size / micro_batch of them. Bounds "
+                "the memory the backward pass holds (activations of every layer, the logits): about 4x less "
+                "than a whole batch of 16 at once, at a small cost in time."})
     lr: float = field(default=1e-3, metadata={
         "help": "Adam learning rate of the new rows (AweDist: 1e-4 on 8B models, whose embedding entries are "
                 "about 10x smaller than a 135M model's)."})
@@ -92,7 +96,7 @@ class DistillConfig(ConfigMixin):
     max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps."})
 
     def __post_init__(self) -> None:
-        for name in ("contexts_per_token", "context_length", "epochs", "batch_size", "lr"):
+        for name in ("contexts_per_token", "context_length", "epochs", "batch_size", "micro_batch", "lr"):
             check_positive(getattr(self, name), name)
         for name in ("max_contexts", "max_steps"):
             if getattr(self, name) is not None:
@@ -195,7 +199,7 @@ def distill_init(inputs: InitInputs, config: DistillConfig) -> InitResult:
     teacher = inputs.teacher
     assert teacher is not None and inputs.decompositions is not None
     t0 = time.perf_counter()
-    rows, origin, todo = start_rows(inputs)
+    todo = inputs.copy < 0
     pieces = inputs.decompositions
     emb_cpu = inputs.source_embeddings
     copy = inputs.copy.tolist()
@@ -232,6 +236,7 @@ def distill_init(inputs: InitInputs, config: DistillConfig) -> InitResult:
 
     learned, learned_out, history = _train(teacher, inputs, config, windows, start, out_start, out_emb, copy, new_ids)
     info.update(history)
+    rows, origin, _ = start_rows(inputs)  # after training: the output matrix is not held while it runs
     rows[new_ids] = learned
     no_context = (seen == 0)
     origin[new_ids[no_context]] = FALLBACK
@@ -273,7 +278,7 @@ def _train(teacher: Teacher, inputs: InitInputs, config: DistillConfig, w: _Wind
     column[new_ids] = copied_ids.numel() + torch.arange(new_ids.numel())
     column = column.to(dev)
     head = out_emb if out_emb is not None else inputs.source_embeddings
-    copied_out = head.index_select(0, torch.tensor([copy[t] for t in copied_ids.tolist()], dtype=torch.long)).to(dev) \
+    copied_out = take_rows(head, torch.tensor([copy[t] for t in copied_ids.tolist()], dtype=torch.long)).to(dev) \
         if (use_ce or train_out) else None
 
     optimizer = torch.optim.Adam(params, lr=config.lr)
@@ -290,41 +295,20 @@ def _train(teacher: Teacher, inputs: InitInputs, config: DistillConfig, w: _Wind
             if config.max_steps is not None and step >= config.max_steps:
                 break
             b = order[s:s + config.batch_size]
-            ls, lt = int(w.student_len[b].max()), int(w.teacher_len[b].max())
-            t_ids = w.teacher[b, :lt].to(dev)
-            t_mask = (torch.arange(lt)[None, :] < w.teacher_len[b][:, None]).to(dev)
-            s_mask = (torch.arange(ls)[None, :] < w.student_len[b][:, None]).to(dev)
-            src, new = w.student_source[b, :ls].to(dev), w.student_new[b, :ls].to(dev)
-            with torch.no_grad(), autocast:
-                h_t = teacher.body(emb[t_ids], t_mask.long())
-                h_t = torch.gather(h_t.float(), 1, w.align[b, :ls].to(dev)[..., None].expand(-1, -1, h_t.shape[-1]))
-            embeds = torch.where((new >= 0)[..., None], theta[new.clamp_min(0)], emb[src.clamp_min(0)])
-            with autocast:
-                h_s = teacher.body(embeds, s_mask.long()).float()
-            positions = torch.arange(ls, device=dev)[None, :]
-            scored = s_mask & (positions >= w.first_new[b].to(dev)[:, None]) if teacher.causal else s_mask
-            weight = scored.float()[..., None]
-            mse = ((h_s - h_t).square() * weight).sum() / (weight.sum() * h_s.shape[-1]).clamp_min(1.0)
-            loss = mse
-            if use_ce or train_out:
-                targets = w.student[b, 1:ls].to(dev)
-                ok = (targets >= 0) & s_mask[:, 1:]
-                tgt_cols = column[targets.clamp_min(0)]
-                assert copied_out is not None
-                if use_ce:
-                    out_new = theta if out_emb is None else (theta_out.detach() if theta_out is not None else
-                                                             torch.zeros_like(theta))
-                    logits = h_s[:, :-1] @ torch.cat([copied_out, out_new]).T
-                    ce = torch.nn.functional.cross_entropy(logits[ok], tgt_cols[ok])
-                    loss = loss + config.ce_weight * (mse.detach() / ce.detach().clamp_min(1e-8)) * ce
-                if train_out:
-                    assert theta_out is not None
-                    logits = h_s[:, :-1].detach() @ torch.cat([copied_out, theta_out]).T
-                    loss = loss + torch.nn.functional.cross_entropy(logits[ok], tgt_cols[ok])
+            # Normalizers of the whole step, so that the micro-batches' gradients add up to the batch's.
+            s_mask_b = torch.arange(w.student.shape[1])[None, :] < w.student_len[b][:, None]
+            scored_b = s_mask_b & (torch.arange(w.student.shape[1])[None, :] >= w.first_new[b][:, None]) \
+                if teacher.causal else s_mask_b
+            n_scored = float(scored_b.sum()) * emb.shape[1]
+            n_targets = float(((w.student[b, 1:] >= 0) & s_mask_b[:, 1:]).sum())
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            mse_step = 0.0
+            for m in range(0, b.numel(), config.micro_batch):
+                mse_step += _micro_step(teacher, w, b[m:m + config.micro_batch], dev, emb, theta, theta_out,
+                                        out_emb, copied_out, column, autocast, config, use_ce, train_out,
+                                        max(n_scored, 1.0), max(n_targets, 1.0))
             optimizer.step()
-            losses.append(float(mse.detach()))
+            losses.append(mse_step)
             step += 1
             if step % max(1, total // 10) == 0 or step == total:
                 elapsed = time.perf_counter() - started
@@ -335,3 +319,54 @@ def _train(teacher: Teacher, inputs: InitInputs, config: DistillConfig, w: _Wind
     log.info("distill: %d steps over %d windows, distillation loss %.4g -> %.4g", step, n,
              losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"))
     return theta.detach().float().cpu(), (theta_out.detach().float().cpu() if theta_out is not None else None), history
+
+
+def _micro_step(teacher: Teacher, w: _Windows, b: torch.Tensor, dev: torch.device, emb: torch.Tensor,
+                theta: torch.Tensor, theta_out: torch.Tensor | None, out_emb: torch.Tensor | None,
+                copied_out: torch.Tensor | None, column: torch.Tensor, autocast: Any, config: DistillConfig,
+                use_ce: bool, train_out: bool, n_scored: float, n_targets: float) -> float:
+    """Forward and backward of the windows ``b`` (part of a step); returns their share of the step's mse.
+
+    ``n_scored`` (scored positions x d) and ``n_targets`` are the whole step's, so the parts' losses add
+    up to the step's mean squared error and mean cross-entropy. The cross-entropy's auto-weight
+    sg(mse)/sg(ce) is taken over this part.
+    """
+    import torch
+    ls, lt = int(w.student_len[b].max()), int(w.teacher_len[b].max())
+    t_ids = w.teacher[b, :lt].to(dev)
+    t_mask = (torch.arange(lt)[None, :] < w.teacher_len[b][:, None]).to(dev)
+    s_mask = (torch.arange(ls)[None, :] < w.student_len[b][:, None]).to(dev)
+    src, new = w.student_source[b, :ls].to(dev), w.student_new[b, :ls].to(dev)
+    with torch.no_grad(), autocast:
+        h_t = teacher.body(emb[t_ids], t_mask.long())
+        h_t = torch.gather(h_t.float(), 1, w.align[b, :ls].to(dev)[..., None].expand(-1, -1, h_t.shape[-1]))
+    embeds = torch.where((new >= 0)[..., None], theta[new.clamp_min(0)], emb[src.clamp_min(0)])
+    with autocast:
+        h_s = teacher.body(embeds, s_mask.long()).float()
+    positions = torch.arange(ls, device=dev)[None, :]
+    scored = s_mask & (positions >= w.first_new[b].to(dev)[:, None]) if teacher.causal else s_mask
+    weight = scored.float()[..., None]
+    sq = ((h_s - h_t).square() * weight).sum()
+    loss = sq / n_scored
+    if use_ce or train_out:
+        targets = w.student[b, 1:ls].to(dev)
+        ok = (targets >= 0) & s_mask[:, 1:]
+        tgt_cols = column[targets[ok]]
+        h_ok = h_s[:, :-1][ok]  # positions with a next token only: the logits are [positions, vocabulary]
+        assert copied_out is not None
+        if use_ce:
+            out_new = theta if out_emb is None else (theta_out.detach() if theta_out is not None else
+                                                     torch.zeros_like(theta))
+            # Two products, not one with cat([copied, new]): no copy of the copied rows (nor its gradient)
+            logits = torch.cat([h_ok @ copied_out.T, h_ok @ out_new.T], dim=1)
+            ce_sum = torch.nn.functional.cross_entropy(logits, tgt_cols, reduction="sum")
+            part_mse = sq.detach() / (weight.sum() * h_s.shape[-1]).clamp_min(1.0)
+            part_ce = ce_sum.detach() / max(int(ok.sum()), 1)
+            loss = loss + config.ce_weight * (part_mse / part_ce.clamp_min(1e-8)) * ce_sum / n_targets
+        if train_out:
+            assert theta_out is not None
+            h_det = h_ok.detach()
+            logits = torch.cat([h_det @ copied_out.T, h_det @ theta_out.T], dim=1)
+            loss = loss + torch.nn.functional.cross_entropy(logits, tgt_cols, reduction="sum") / n_targets
+    loss.backward()
+    return float(sq.detach()) / n_scored
