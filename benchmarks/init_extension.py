@@ -32,13 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import _inputs  # noqa: E402
 from _docsection import write_section  # noqa: E402
-from _heldout import eval_documents, score_dir  # noqa: E402
+from _heldout import eval_documents, score_dir, score_model  # noqa: E402
 
 CACHE = _inputs.CACHE / "extension"
 DOC = ROOT / "docs" / "benchmarks.md"
 MARK_START = "<!-- init_extension:start -->"
 MARK_END = "<!-- init_extension:end -->"
 DEFAULT_METHODS = ("mean", "fvt", "distill")
+TRAIN_BATCH, TRAIN_SEQ = 8, 128  # init_quality's short run: 8 x 128 tokens per step
+EVAL_DOCS = 200
 
 
 def extended(vocab: int) -> Path:
@@ -92,11 +94,44 @@ def child_init(spec: dict[str, Any]) -> None:
         "teacher": report.get("teacher")}))
 
 
+def train_new_rows(model_dir: Path, steps: int, run_dir: Path, docs: dict[str, list[str]]) -> dict[str, Any]:
+    """``steps`` steps of ``vocabshift train`` that move only the new rows (``embeddings: new``: English rows
+    stay bit-identical), 8 x 128 tokens of the Spanish training verses, as init_quality trains; scored as
+    at step 0."""
+    import shutil
+
+    from init_quality import EMBEDDING_LR, warmup_steps
+
+    from vocabshift.corpus import corpus_from_paths
+    from vocabshift.tokenization.source import load_hf_tokenizer
+    from vocabshift.train.config import LoraSettings, TrainConfig
+    from vocabshift.train.data import DataConfig
+    from vocabshift.train.loop import train
+
+    facts = _inputs.texts()
+    config = TrainConfig(
+        model=str(model_dir), corpus=corpus_from_paths(facts["spa_train_path"]), out=str(run_dir), max_steps=steps,
+        batch_size=TRAIN_BATCH, embeddings="new", lora=LoraSettings(enabled=False), embedding_lr=EMBEDDING_LR,
+        schedule="constant", warmup_steps=warmup_steps(steps), data=DataConfig(seq_len=TRAIN_SEQ, num_workers=0,
+                                                                                eval_documents=0),
+        device="cpu", seed=0, progress=False, force=True, save_every=10 ** 9, keep_checkpoints=1, log_every=1)
+    t0 = time.perf_counter()
+    try:
+        result = train(config)
+        seconds = time.perf_counter() - t0
+        scores = score_model(result.model, load_hf_tokenizer(model_dir), docs)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"steps": result.step, "tokens": result.tokens, "seconds": seconds, "scores": scores}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     src = next(r for r in rows if r["label"] == "source")
     names = list(src["scores"])
-    head = "| model | " + " | ".join(f"{n} bits/byte (x source)" for n in names) + " | tokens (bible-spa) | init s | init peak RSS (MiB) |"
-    lines = [head, "|" + "---|" * (len(names) + 4)]
+    head = "| model | " + " | ".join(f"{n} bits/byte (x source)" for n in names) \
+        + " | tokens (bible-spa) | init s | init peak RSS (MiB) | after N steps (new rows only): " \
+        + " / ".join(names) + " (x source) |"
+    lines = [head, "|" + "---|" * (len(names) + 5)]
     for r in rows:
         cells = []
         for n in names:
@@ -104,8 +139,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             cells.append(f"{bpb:.3f} ({bpb / src['scores'][n]['bpb']:.3f}x)")
         secs = f"{r['seconds']:.0f}" if r.get("seconds") else "—"
         peak = f"{r['peak_rss_mb']:,.0f}" if r.get("peak_rss_mb") else "—"
+        after = r.get("after")
+        later = "—" if not after else f"N={after['steps']}: " + " / ".join(
+            f"{after['scores'][n]['bpb'] / src['scores'][n]['bpb']:.3f}x" for n in names)
         lines.append(f"| {r['label']} | " + " | ".join(cells)
-                     + f" | {r['scores']['bible-spa']['tokens']:,} | {secs} | {peak} |")
+                     + f" | {r['scores']['bible-spa']['tokens']:,} | {secs} | {peak} | {later} |")
     return "\n".join(lines)
 
 
@@ -126,6 +164,8 @@ def doc_section(rows: list[dict[str, Any]], args: argparse.Namespace, n_new: int
                 fp32_mib: float) -> str:
     """The docs/benchmarks.md section: what was measured, the table, and the goals checked on the numbers."""
     import datetime
+
+    from init_quality import EMBEDDING_LR
 
     src = next(r for r in rows if r["label"] == "source")["scores"]
     methods = [r for r in rows if r["label"] != "source"]
@@ -150,8 +190,11 @@ SmolLM2-135M (tied head) extended with the {n_new:,} tokens of a {args.vocab:,}-
 that it lacks and that leave the English training verses' tokenization unchanged (`vocabshift extend
 --protect-corpus`), new rows from each method, no training. Scored per document (lm-eval's
 `loglikelihood_rolling`, same bytes for every model) on text no tokenizer, vector or init saw: {sizes}.
-Goal (issue 14): {goal}. Measured on {datetime.date.today().isoformat()}, 2 CPU cores (init times include
-other jobs sharing the cores), with `python benchmarks/init_extension.py` and the `--options` below.
+Goal (issue 14): {goal}. Measured on {datetime.date.today().isoformat()}, 2 CPU cores, with
+`python benchmarks/init_extension.py` and the `--options` below; init time and peak RSS are those of a fresh
+process running `init` alone. The last column: after N steps of `vocabshift train` with
+`embeddings: new` (only the new rows move; English rows stay bit-identical), 8 x 128 tokens of the Spanish
+training verses, constant learning rate {EMBEDDING_LR} after a short warm-up, scored as at step 0.
 
 {table(rows)}
 
@@ -174,10 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--options", default="{}", help="JSON: method -> options")
     p.add_argument("--label", default="", help="suffix of the row labels (variants of one method)")
     p.add_argument("--vocab", type=int, default=16_000)
-    p.add_argument("--eval-docs", type=int, default=200)
+    p.add_argument("--eval-docs", type=int, default=EVAL_DOCS)
+    p.add_argument("--train-steps", type=int, default=60,
+                   help="after init, this many steps of 8 x 128 tokens that train the new rows only (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--report-only", action="store_true", help="write the table of the rows measured so far")
+    p.add_argument("--after-only", action="store_true",
+                   help="train and score the init outputs already made (no init), for the after-N-steps column")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -196,10 +243,18 @@ def main(argv: list[str] | None = None) -> None:
     for method in [] if args.report_only else args.methods.split(","):
         label = method + (f"-{args.label}" if args.label else "")
         out = CACHE / f"init-{args.vocab}-{label}"
-        run = init(method, ext, out, options.get(method, {}), args.device)
+        run = {} if args.after_only else init(method, ext, out, options.get(method, {}), args.device)
+        if args.after_only:
+            if label not in results or not out.is_dir():
+                raise SystemExit(f"--after-only: no init output for {label} in {out}; run without it first")
+            results[label]["after"] = train_new_rows(out, args.train_steps, CACHE / f"train-{label}", docs)
+            results_path.write_text(json.dumps(results, indent=1))
+            continue
         results[label] = {"label": label, "scores": score_dir(out, docs), "seconds": run["seconds"],
                           "peak_rss_mb": run["peak_rss_mb"],
                           "options": options.get(method, {}), "info": run["info"], "teacher": run["teacher"]}
+        if args.train_steps:
+            results[label]["after"] = train_new_rows(out, args.train_steps, CACHE / f"train-{label}", docs)
         results_path.write_text(json.dumps(results, indent=1))
         print(table(list(results.values())), flush=True)
     results_path.write_text(json.dumps(results, indent=1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -193,6 +195,41 @@ def test_replacement_on_a_tied_llama(llama_tied, target_bpe, spanish_file, tmp_p
     kept = id_map >= 0
     assert torch.equal(new.get_input_embeddings().weight[kept], src.get_input_embeddings().weight[id_map[kept]])
     assert "lm_head" not in report["matrices"]
+
+
+@pytest.mark.parametrize("fixture", ["llama_untied", "bert_mlm"])
+def test_the_lean_path_loads_the_model_for_the_method_and_writes_what_in_memory_writes(fixture, target_bpe,
+                                                                                       spanish_file, tmp_path,
+                                                                                       request):
+    """distill on the lean path (model loaded for the method, freed, the output streamed from the source
+    files) writes the same tensors as with the model held in memory; bf16 precision runs the teacher in
+    bf16 and still writes fp32 rows close to them."""
+    from safetensors.torch import load_file
+
+    from vocabshift.corpus import corpus_from_paths
+    from vocabshift.init.apply import InitConfig, init_model
+
+    model = request.getfixturevalue(fixture)
+    outs = {}
+    for name, extra in (("lean", {}), ("memory", {"in_memory": True}),
+                        ("bf16", {"options": {"max_contexts": 16, "epochs": 1, "precision": "bf16"}})):
+        out = tmp_path / name
+        init_model(InitConfig(method="distill", model=str(model), tokenizer=str(target_bpe), out=str(out),
+                              corpus=corpus_from_paths([spanish_file]), device="cpu",
+                              **{"options": {"max_contexts": 16, "epochs": 1}, **extra}))
+        outs[name] = (load_file(str(out / "model.safetensors")), json.loads((out / "init_report.json").read_text()))
+    (lean, r_lean), (memory, r_memory), (bf16, r_bf16) = outs["lean"], outs["memory"], outs["bf16"]
+    assert r_lean["teacher"]["weights"] == "loaded for the method" and r_lean["teacher"]["dtype"] == "float32"
+    assert r_memory["teacher"]["weights"] == "the model init holds"
+    assert r_bf16["teacher"]["dtype"] == "bfloat16"
+    assert lean.keys() == memory.keys() == bf16.keys()
+    for name, tensor in lean.items():
+        assert tensor.dtype == memory[name].dtype == bf16[name].dtype == torch.float32
+        assert torch.equal(tensor, memory[name]), name
+    emb = next(n for n in lean if "word_embeddings" in n or "embed_tokens" in n)
+    new = torch.tensor(json.loads((tmp_path / "lean" / "id_map.json").read_text())["id_map"]) < 0
+    assert not torch.equal(lean[emb][new], bf16[emb][new])  # bf16 passes: other rows, of the same kind
+    assert (lean[emb][new] - bf16[emb][new]).norm() < 0.5 * lean[emb][new].norm()
 
 
 def test_untied_head_gets_its_rows_from_the_same_run(llama_untied, target_bpe, spanish_file, tmp_path):

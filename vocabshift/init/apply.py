@@ -20,6 +20,7 @@ elsewhere, and writes the model through :func:`~vocabshift.surgery.resize.remap_
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import tempfile
@@ -352,13 +353,20 @@ def _inputs(config: InitConfig, plan: _Plan, requires: frozenset[str], report: d
     return kw
 
 
-def _teacher(config: InitConfig, model: Any, plan: _Plan, method_config: Any, copy: Any, output: Any,
+def _teacher(config: InitConfig, loaded: Any, plan: _Plan, method_config: Any, copy: Any, output: Any,
              device: Any, report: dict[str, Any]) -> Teacher:
-    """The source model and windows of target text for a model-aware method (``distill``)."""
-    from vocabshift.init.contexts import require_corpus, target_windows, teacher_for
+    """The source model and windows of target text for a model-aware method (``distill``).
+
+    ``loaded``: the model when init holds it in memory (fp32); None on the lean path, where it is loaded
+    here for the method alone, in the dtype of its ``precision`` (bf16: half the memory), and freed after.
+    """
+    from vocabshift.init.contexts import require_corpus, target_windows, teacher_dtype, teacher_for
+    from vocabshift.surgery.checkpoint import load_model
     from vocabshift.train.data import resolve_objective
 
     corpus = require_corpus(config.method, config.corpus)
+    dtype = teacher_dtype(getattr(method_config, "precision", "auto"), device)
+    model = loaded if loaded is not None else load_model(config.model, dtype=dtype)
     try:
         causal = resolve_objective(model, "auto") == "clm"
     except ConfigError:  # a base model without an LM head: its body is all distill uses
@@ -375,8 +383,11 @@ def _teacher(config: InitConfig, model: Any, plan: _Plan, method_config: Any, co
     compact = {row: k for k, row in enumerate(plan.source_rows)}
     prefix = next((compact.get(v, -1) for v in (getattr(plan.source_hf, r, None) for r in roles)
                    if isinstance(v, int)), -1)
-    report["teacher"] = {**stats, "causal": causal, "prefix": prefix, "device": str(device)}
-    return teacher_for(model, windows, prefix=prefix, causal=causal, output_embeddings=output, device=device)
+    report["teacher"] = {**stats, "causal": causal, "prefix": prefix, "device": str(device),
+                         "dtype": str(dtype).removeprefix("torch."),
+                         "weights": "loaded for the method" if loaded is None else "the model init holds"}
+    return teacher_for(model, windows, prefix=prefix, causal=causal, output_embeddings=output, device=device,
+                       dtype=dtype)
 
 
 def _bias_rows(bias: Any, n_new: int, source_rows: list[int]) -> Any:
@@ -446,8 +457,8 @@ def init_model(config: InitConfig) -> InitOutput:
     try:
         # Lean: plan on a meta-device model, read only the vocabulary-sized tensors, stream the rest at the end.
         # A 7B bf16 checkpoint then needs memory for its embedding matrices, not 28 GB of fp32 weights.
-        # A model-aware method runs the whole model, so it loads it.
-        lean = not config.in_memory and not needs_teacher and can_stream(config.model)
+        # A model-aware method loads the model for itself (_teacher) and frees it before the writing.
+        lean = not config.in_memory and can_stream(config.model)
         # A supported decoder needs no model at all: its headers and configs say where the rows are.
         header = _header_layout(config) if lean else None
         if header is not None:
@@ -483,7 +494,8 @@ def init_model(config: InitConfig) -> InitOutput:
     untied = layout.output_weight is not None and not layout.tied
     if needs_teacher:
         output = tensors[layout.output_weight].detach()[rows_t].float() if untied else None
-        kw["teacher"] = _teacher(config, model, plan, method_config, copy_t, output, device, report)
+        kw["teacher"] = _teacher(config, None if lean else model, plan, method_config, copy_t, output, device,
+                                 report)
 
     def run(matrix: torch.Tensor, what: str) -> InitResult:
         inputs = InitInputs(source_embeddings=take_rows(matrix.detach(), rows_t).float(), seed=config.seed,
@@ -503,7 +515,10 @@ def init_model(config: InitConfig) -> InitOutput:
         out_weight = tensors[layout.output_weight]
         out_rows = result_in.output_rows if result_in.output_rows is not None else run(out_weight, "lm_head").rows
         new_output_rows = out_rows[compute_mask].to(out_weight.dtype)
-    if needs_teacher:
+    if needs_teacher and lean:
+        del kw["teacher"]  # the model loaded for the method: freed before the output is written
+        gc.collect()
+    elif needs_teacher:
         model.to("cpu")
     new_bias = None
     if layout.output_bias is not None:

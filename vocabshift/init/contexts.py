@@ -129,8 +129,20 @@ def _choose(pool: list[np.ndarray], need: np.ndarray, per_token: int,
     return sorted(chosen), counts
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def teacher_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the source model runs in for a model-aware method: ``precision`` ('auto': bf16 on CUDA)."""
+    import torch
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def teacher_for(model: Any, contexts: torch.Tensor, *, prefix: int, causal: bool,
-                output_embeddings: torch.Tensor | None, device: torch.device) -> Teacher:
+                output_embeddings: torch.Tensor | None, device: torch.device,
+                dtype: torch.dtype | None = None) -> Teacher:
     """The model's body (its base model, no LM head) as a frozen :class:`Teacher` on ``device``.
 
     The body is called with ``inputs_embeds``, so position and token-type embeddings, embedding scales
@@ -146,12 +158,16 @@ def teacher_for(model: Any, contexts: torch.Tensor, *, prefix: int, causal: bool
     model.eval()
     model.requires_grad_(False)
 
+    weights = next(model.parameters()).dtype  # bf16 weights take bf16 inputs (a CPU layer norm refuses mixed)
+
     def body(embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        embeds = embeds.to(weights)
         out = base(inputs_embeds=embeds, attention_mask=mask, use_cache=False) if causal else \
             base(inputs_embeds=embeds, attention_mask=mask)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype is None:  # autocast dtype of the forward passes
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     return Teacher(body=body, contexts=contexts, prefix=prefix, causal=causal,
                    output_embeddings=output_embeddings, dtype=dtype)
 

@@ -55,6 +55,7 @@ from vocabshift.init.base import (
     InitResult,
     Teacher,
 )
+from vocabshift.init.contexts import PRECISIONS
 from vocabshift.init.registry import register_init_method
 
 if TYPE_CHECKING:  # torch is imported when a function runs: the CLI reads the registry without it
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # torch is imported when a function runs: the CLI reads the r
 log = logging.getLogger(__name__)
 
 OUTPUT_POLICIES = ("train", "mean", "zero")
+
 
 
 @dataclass
@@ -94,6 +96,9 @@ class DistillConfig(ConfigMixin):
         "help": "Untied heads: new output rows 'train' (pieces' mean, then next-token cross-entropy), "
                 "'mean' (pieces' mean) or 'zero'."})
     max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps."})
+    precision: str = field(default="auto", metadata={
+        "help": "The source model's forward and backward passes: 'fp32', 'bf16' (its weights loaded in bf16, "
+                "autocast; half the memory) or 'auto' (bf16 on CUDA, fp32 on a CPU). The new rows are fp32."})
 
     def __post_init__(self) -> None:
         for name in ("contexts_per_token", "context_length", "epochs", "batch_size", "micro_batch", "lr"):
@@ -103,6 +108,8 @@ class DistillConfig(ConfigMixin):
                 check_positive(getattr(self, name), name)
         if isinstance(self.ce_weight, bool) or not isinstance(self.ce_weight, (int, float)) or self.ce_weight < 0:
             raise ConfigError(f"ce_weight must be a number >= 0, got {self.ce_weight!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.output not in OUTPUT_POLICIES:
             raise ConfigError(f"output must be one of {', '.join(OUTPUT_POLICIES)}, got {self.output!r}")
 
