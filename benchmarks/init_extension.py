@@ -94,13 +94,14 @@ def child_init(spec: dict[str, Any]) -> None:
         "teacher": report.get("teacher")}))
 
 
-def train_new_rows(model_dir: Path, steps: int, run_dir: Path, docs: dict[str, list[str]]) -> dict[str, Any]:
+def train_new_rows(model_dir: Path, steps: int, run_dir: Path, docs: dict[str, list[str]],
+                   lr: float) -> dict[str, Any]:
     """``steps`` steps of ``vocabshift train`` that move only the new rows (``embeddings: new``: English rows
     stay bit-identical), 8 x 128 tokens of the Spanish training verses, as init_quality trains; scored as
     at step 0."""
     import shutil
 
-    from init_quality import EMBEDDING_LR, warmup_steps
+    from init_quality import warmup_steps
 
     from vocabshift.corpus import corpus_from_paths
     from vocabshift.tokenization.source import load_hf_tokenizer
@@ -111,7 +112,7 @@ def train_new_rows(model_dir: Path, steps: int, run_dir: Path, docs: dict[str, l
     facts = _inputs.texts()
     config = TrainConfig(
         model=str(model_dir), corpus=corpus_from_paths(facts["spa_train_path"]), out=str(run_dir), max_steps=steps,
-        batch_size=TRAIN_BATCH, embeddings="new", lora=LoraSettings(enabled=False), embedding_lr=EMBEDDING_LR,
+        batch_size=TRAIN_BATCH, embeddings="new", lora=LoraSettings(enabled=False), embedding_lr=lr,
         schedule="constant", warmup_steps=warmup_steps(steps), data=DataConfig(seq_len=TRAIN_SEQ, num_workers=0,
                                                                                 eval_documents=0),
         device="cpu", seed=0, progress=False, force=True, save_every=10 ** 9, keep_checkpoints=1, log_every=1)
@@ -122,7 +123,7 @@ def train_new_rows(model_dir: Path, steps: int, run_dir: Path, docs: dict[str, l
         scores = score_model(result.model, load_hf_tokenizer(model_dir), docs)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return {"steps": result.step, "tokens": result.tokens, "seconds": seconds, "scores": scores}
+    return {"steps": result.step, "tokens": result.tokens, "seconds": seconds, "scores": scores, "lr": lr}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -139,9 +140,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             cells.append(f"{bpb:.3f} ({bpb / src['scores'][n]['bpb']:.3f}x)")
         secs = f"{r['seconds']:.0f}" if r.get("seconds") else "—"
         peak = f"{r['peak_rss_mb']:,.0f}" if r.get("peak_rss_mb") else "—"
-        after = r.get("after")
-        later = "—" if not after else f"N={after['steps']}: " + " / ".join(
-            f"{after['scores'][n]['bpb'] / src['scores'][n]['bpb']:.3f}x" for n in names)
+        later = "; ".join(f"N={a['steps']}, lr {a['lr']:g}: " + " / ".join(
+            f"{a['scores'][n]['bpb'] / src['scores'][n]['bpb']:.3f}x" for n in names)
+            for a in sorted(r.get("after", {}).values(), key=lambda a: -a["lr"])) or "—"
         lines.append(f"| {r['label']} | " + " | ".join(cells)
                      + f" | {r['scores']['bible-spa']['tokens']:,} | {secs} | {peak} | {later} |")
     return "\n".join(lines)
@@ -194,7 +195,8 @@ Goal (issue 14): {goal}. Measured on {datetime.date.today().isoformat()}, 2 CPU 
 `python benchmarks/init_extension.py` and the `--options` below; init time and peak RSS are those of a fresh
 process running `init` alone. The last column: after N steps of `vocabshift train` with
 `embeddings: new` (only the new rows move; English rows stay bit-identical), 8 x 128 tokens of the Spanish
-training verses, constant learning rate {EMBEDDING_LR} after a short warm-up, scored as at step 0.
+training verses, constant learning rate `lr` (init_quality's {EMBEDDING_LR:g} unless said) after a short
+warm-up, scored as at step 0.
 
 {table(rows)}
 
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--report-only", action="store_true", help="write the table of the rows measured so far")
+    p.add_argument("--train-lr", type=float, default=None, help="embedding learning rate of the after-init "
+                   "training (default: init_quality's)")
     p.add_argument("--after-only", action="store_true",
                    help="train and score the init outputs already made (no init), for the after-N-steps column")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -240,6 +244,13 @@ def main(argv: list[str] | None = None) -> None:
         results["source"] = {"label": "source", "scores": score_dir(_inputs.smollm2_dir(), docs)}
     ext = extended(args.vocab)
     options = json.loads(args.options)
+    from init_quality import EMBEDDING_LR
+
+    lr = EMBEDDING_LR if args.train_lr is None else args.train_lr
+    for row in results.values():  # results written before runs were keyed by learning rate
+        if "steps" in row.get("after", {}):
+            row["after"]["lr"] = EMBEDDING_LR
+            row["after"] = {f"{EMBEDDING_LR:g}": row["after"]}
     for method in [] if args.report_only else args.methods.split(","):
         label = method + (f"-{args.label}" if args.label else "")
         out = CACHE / f"init-{args.vocab}-{label}"
@@ -247,14 +258,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.after_only:
             if label not in results or not out.is_dir():
                 raise SystemExit(f"--after-only: no init output for {label} in {out}; run without it first")
-            results[label]["after"] = train_new_rows(out, args.train_steps, CACHE / f"train-{label}", docs)
+            after = train_new_rows(out, args.train_steps, CACHE / f"train-{label}", docs, lr)
+            results[label].setdefault("after", {})[f"{lr:g}"] = after
             results_path.write_text(json.dumps(results, indent=1))
             continue
         results[label] = {"label": label, "scores": score_dir(out, docs), "seconds": run["seconds"],
                           "peak_rss_mb": run["peak_rss_mb"],
                           "options": options.get(method, {}), "info": run["info"], "teacher": run["teacher"]}
         if args.train_steps:
-            results[label]["after"] = train_new_rows(out, args.train_steps, CACHE / f"train-{label}", docs)
+            after = train_new_rows(out, args.train_steps, CACHE / f"train-{label}", docs, lr)
+            results[label]["after"] = {f"{lr:g}": after}
         results_path.write_text(json.dumps(results, indent=1))
         print(table(list(results.values())), flush=True)
     results_path.write_text(json.dumps(results, indent=1))

@@ -39,7 +39,7 @@ def _list_methods() -> None:
 
     typer.echo("Which method when (measured, docs/init.md and docs/benchmarks.md):\n"
                "  extending a decoder, with target text: distill (as good as the source at step 0 on in-domain\n"
-               "    text, 0.991x its bits per byte, and it keeps new tied rows from taking probability from the\n"
+               "    text, 0.990x its bits per byte, and it keeps new tied rows from taking probability from the\n"
                "    source language); without text: fvt\n"
                "  replacing the vocabulary: distill at step 0 (0.963x the source on in-domain text with 42% fewer\n"
                "    tokens); ofa or factorized when you train after it (0.873x after 60 embeddings-only steps)\n"

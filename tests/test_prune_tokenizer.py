@@ -46,7 +46,7 @@ from vocabshift.tokenization.prune import (
 )
 from vocabshift.tokenization.scripts import char_script, resolve_scripts, scripts_of
 from vocabshift.tokenization.source import SourceTokenizer, TokenizerFamily, load_source_tokenizer
-from vocabshift.tokenization.surface import surface_forms
+from vocabshift.tokenization.surface import Surface, surface_form, surface_forms
 from vocabshift.tokenization.train import (
     FULL_RELOAD_CHECK_ENV,
     _tokenizer_config,
@@ -554,3 +554,51 @@ def test_reload_check_catches_what_autotokenizer_would(roberta_source, tmp_path,
         monkeypatch.setenv(FULL_RELOAD_CHECK_ENV, setting)
         with pytest.raises(TokenizerError, match="does not reload with AutoTokenizer"):
             _verify_reload(out, pruned.tokenizer_json, [])
+
+
+def _reference_surface_forms(hf: Any) -> list[Surface]:
+    """surface_forms as first written: the whole tokenizer.json parsed, a dictionary lookup per character."""
+    from vocabshift.tokenization.source import TokenizerFamily, detect_family
+    from vocabshift.tokenization.surface import byte_decoder
+
+    backend = hf.backend_tokenizer
+    spec = json.loads(backend.to_str())
+    family = detect_family(spec)
+    prefix = spec["model"].get("continuing_subword_prefix") or "##"
+    added = {t["id"]: t for t in spec.get("added_tokens", [])}
+    out = []
+    for i in range(backend.get_vocab_size(with_added_tokens=True)):
+        token = backend.id_to_token(i)
+        a = added.get(i)
+        if token is None or (a is not None and a.get("special", True)):
+            out.append(Surface("" if token is None else token, False, "special"))
+        elif a is not None:
+            out.append(Surface(token, False, "normal"))
+        elif family is TokenizerFamily.BYTE_LEVEL_BPE:
+            decoder = byte_decoder()
+            if not all(c in decoder for c in token):
+                out.append(Surface(token, False, "normal"))
+                continue
+            raw = bytes(decoder[c] for c in token)
+            body = raw[1:] if raw.startswith(b" ") else raw
+            try:
+                out.append(Surface(body.decode("utf-8"), raw.startswith(b" "), "normal", raw))
+            except UnicodeDecodeError:
+                out.append(Surface(body.decode("utf-8", errors="replace"), raw.startswith(b" "),
+                                   "byte" if len(raw) == 1 else "partial", raw))
+        else:
+            out.append(surface_form(token, family, continuing_prefix=prefix))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n, _ in CASES[:7]])
+def test_surface_forms_equal_the_reference_reading(request, name):
+    """The fast reading (the tokenizer's components instead of its whole JSON; byte-level tokens by one
+    translate) gives every id the same surface form as the direct one, on real and trained tokenizers."""
+    hf = load_source_tokenizer(request.getfixturevalue(name)).hf
+    assert surface_forms(hf) == _reference_surface_forms(hf)
+    # a byte-level token with a character outside the byte alphabet (an added plain-text token) stays as it is
+    from vocabshift.tokenization.source import TokenizerFamily
+
+    assert surface_form("hola mundo", TokenizerFamily.BYTE_LEVEL_BPE) == Surface("hola mundo", False, "normal")
+    assert surface_form("Ġhola", TokenizerFamily.BYTE_LEVEL_BPE) == Surface("hola", True, "normal", b" hola")
