@@ -185,7 +185,15 @@ def doc_section(rows: list[dict[str, Any]], args: argparse.Namespace, n_new: int
                          f"{(r.get('info') or {}).get('windows', '—')} windows" for r in methods
                          if r["label"].startswith("distill"))
     sizes = ", ".join(f"{name} {len(d)} documents ({src[name]['bytes']:,} bytes)" for name, d in docs.items())
-    return f"""## Init quality, extension: SmolLM2-135M + Spanish tokens, English protected (step 0)
+    moves = "; ".join(
+        f"`{r['label']}` {ratio(r, 'bible-spa'):.3f}x -> " + ", ".join(
+            f"{a['scores']['bible-spa']['bpb'] / src['bible-spa']['bpb']:.3f}x (lr {a['lr']:g})"
+            for a in sorted(r["after"].values(), key=lambda a: -a["lr"]))
+        for r in methods if r.get("after"))
+    trained = (f"After training, held-out Spanish Bible (x source), step 0 -> after: {moves}. A short run that "
+               "helps a weak start (mean, fvt) moves rows that already match the source's reading away from it: "
+               "after `distill`, skip such a run or train longer at a lower rate.") if moves else ""
+    return f"""## Init quality, extension: SmolLM2-135M + Spanish tokens, English protected (step 0, after a short run)
 
 SmolLM2-135M (tied head) extended with the {n_new:,} tokens of a {args.vocab:,}-token Spanish byte-level BPE
 that it lacks and that leave the English training verses' tokenization unchanged (`vocabshift extend
@@ -201,6 +209,8 @@ warm-up, scored as at step 0.
 {table(rows)}
 
 {cost_goal(rows, fp32_mib)}
+
+{trained}
 
 {options}
 """

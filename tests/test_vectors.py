@@ -557,3 +557,16 @@ def test_fasttext_nan_from_the_thread_race_retries_with_one_thread(tmp_path, mon
     train_vectors(VectorsTrainConfig(corpus=corpus_from_paths(sample_path("udhr.spa.txt")), out=str(out), dim=8,
                                      epochs=1, min_count=1, threads=2, show_progress=False))
     assert calls == [2, 1] and out.is_file()
+
+
+def test_character_ngrams_follow_fasttext_order(spanish_bin):
+    """fastText's computeSubwords order (start position, then length), which the composed vector's sum
+    follows; a lone "<" or ">" is never an n-gram when minn is 1."""
+    model = load_vectors(spanish_bin)._model
+    for minn, maxn in ((3, 6), (1, 3), (2, 2), (1, 1)):
+        model.minn, model.maxn = minn, maxn
+        for word in ("sí", "cielos", "a"):
+            chars = "<" + word + ">"
+            expected = [chars[i:i + n] for i in range(len(chars)) for n in range(minn, maxn + 1)
+                        if i + n <= len(chars) and not (n == 1 and chars[i] in "<>")]
+            assert model._ngrams(word) == expected, (minn, maxn, word)

@@ -113,14 +113,12 @@ class _FastTextModel:
         if word == _EOS or not self.has_subwords:
             return []
         chars = "<" + word + ">"
-        n_chars = len(chars)
-        out = []
-        for i in range(n_chars):
-            for n in range(self.minn, min(self.maxn, n_chars - i) + 1):
-                if n == 1 and (i == 0 or i + 1 == n_chars):
-                    continue  # a lone "<" or ">" is not an n-gram
-                out.append(chars[i:i + n])
-        return out
+        n_chars, minn, maxn = len(chars), self.minn, self.maxn
+        # fastText's order (start position, then length): the composed vector sums the rows in this order
+        if minn > 1:
+            return [chars[i:i + n] for i in range(n_chars) for n in range(minn, min(maxn, n_chars - i) + 1)]
+        return [chars[i:i + n] for i in range(n_chars) for n in range(minn, min(maxn, n_chars - i) + 1)
+                if not (n == 1 and (i == 0 or i + 1 == n_chars))]  # a lone "<" or ">" is not an n-gram
 
     def _bucket_rows(self, ngrams: list[str]) -> np.ndarray:
         """Input-matrix rows of n-grams: ``nwords + fnv1a(bytes) % bucket`` (-1 where pruned away)."""

@@ -250,12 +250,14 @@ def train_token_vectors(tokenizer: Any, corpus: CorpusConfig, out: Path, *, mode
     out = check_output_path(out, force)
     backend = _backend(tokenizer)
     names = [f"t{i}" for i in range(backend.get_vocab_size(with_added_tokens=True))]
+    # the same ids without the character offsets (tokenizers >= 0.21): about a third less time
+    encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
 
     def lines() -> Iterator[str]:
         batch: list[str] = []
 
         def encode() -> Iterator[str]:
-            for enc in backend.encode_batch(batch, add_special_tokens=False):
+            for enc in encode_batch(batch, add_special_tokens=False):
                 if enc.ids:
                     yield " ".join(map(names.__getitem__, enc.ids))
 
