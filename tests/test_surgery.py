@@ -472,3 +472,28 @@ def test_untied_head_with_tied_config_is_refused(caplog):
     assert "tie_word_embeddings is true" in caplog.text
     with pytest.raises(ModelError, match="tie_word_embeddings is true but lm_head.weight and model.embed_tokens.weight"):
         remap_vocab(model, [0, 1])
+
+
+def test_save_configs_writes_what_save_pretrained_writes_and_leaves_nothing_else(tmp_path):
+    """The configs are written in a hidden folder and renamed into place (prune's tokenizer thread may read
+    config.json meanwhile): the same files as save_pretrained, whole, and no scratch folder left."""
+    from transformers import GenerationConfig, LlamaConfig
+
+    from vocabshift.surgery.lazy import save_configs
+
+    config = LlamaConfig(vocab_size=77, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, bos_token_id=1, eos_token_id=2)
+    generation = GenerationConfig(bos_token_id=1, eos_token_id=2, max_new_tokens=5)
+    direct, atomic = tmp_path / "direct", tmp_path / "atomic"
+    direct.mkdir()
+    atomic.mkdir()
+    (atomic / "config.json").write_text("{stale")  # replaced, not appended to
+    config.save_pretrained(str(direct))
+    generation.save_pretrained(str(direct))
+    save_configs(atomic, config, generation)
+    assert sorted(p.name for p in atomic.iterdir()) == sorted(p.name for p in direct.iterdir()) \
+        == ["config.json", "generation_config.json"]
+    for name in ("config.json", "generation_config.json"):
+        assert (atomic / name).read_text() == (direct / name).read_text()
+    save_configs(atomic, config)  # without a generation config: the one there stays
+    assert sorted(p.name for p in atomic.iterdir()) == ["config.json", "generation_config.json"]

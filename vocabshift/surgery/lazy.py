@@ -108,6 +108,25 @@ def read_vocab_tensors(source_dir: str | Path, model: Any = None) -> dict[str, t
     return out
 
 
+def save_configs(out_dir: Path, config: Any, generation_config: Any = None) -> None:
+    """``save_pretrained`` of the config (and generation config) into ``out_dir``, each file appearing whole:
+    written in a hidden folder inside ``out_dir`` and renamed into place. prune's tokenizer thread reloads
+    ``out_dir`` with AutoTokenizer meanwhile, which reads config.json (a CI run once caught it half written
+    on the header path, which :func:`~vocabshift.surgery.row_prune.prune_rows` guards the same way)."""
+    import tempfile
+
+    out_dir = Path(out_dir)
+    scratch = Path(tempfile.mkdtemp(prefix=".configs-", dir=out_dir))
+    try:
+        for item in (config, generation_config):
+            if item is not None:
+                item.save_pretrained(str(scratch))
+        for written in sorted(scratch.iterdir()):
+            written.replace(out_dir / written.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequence[int],
                      pad_to_multiple_of: int | None = None, *, new_rows: torch.Tensor | None = None,
                      new_output_rows: torch.Tensor | None = None, new_bias: torch.Tensor | None = None,
@@ -159,9 +178,8 @@ def remap_checkpoint(source_dir: str | Path, out_dir: str | Path, id_map: Sequen
         data = json.loads(index.read_text())
         data.setdefault("metadata", {})["total_size"] = total
         (out_dir / index.name).write_text(json.dumps(data, indent=2))
-    model.config.save_pretrained(str(out_dir))
-    if (source_dir / "generation_config.json").exists():
-        model.generation_config.save_pretrained(str(out_dir))
+    save_configs(out_dir, model.config,
+                 model.generation_config if (source_dir / "generation_config.json").exists() else None)
     for extra in ("README.md",):
         if (source_dir / extra).exists():
             shutil.copy2(source_dir / extra, out_dir / extra)

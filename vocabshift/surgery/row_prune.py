@@ -407,7 +407,7 @@ def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: Head
     :func:`config_view`). No padding: callers that pad take the general path."""
     import torch
 
-    from vocabshift.surgery.lazy import _DTYPES
+    from vocabshift.surgery.lazy import _DTYPES, save_configs
     from vocabshift.surgery.resize import _apply_config, _special_id_updates, plan_rows, remap_rows
 
     source_dir, out_dir = Path(source_dir), Path(out_dir)
@@ -435,9 +435,7 @@ def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: Head
     _apply_config(view, size, updates)
     for message in dropped:
         log.warning(message)
-    view.config.save_pretrained(str(out_dir))
-    if view.generation_config is not None:
-        view.generation_config.save_pretrained(str(out_dir))
+    save_configs(out_dir, view.config, view.generation_config)
     log.info("remapped %s from its headers: %d -> %d tokens (%d new)", layout.architecture, old_size, size,
              new_pos.numel())
     return {"class": layout.architecture, "tied": layout.tied, "vocab_size": size,
