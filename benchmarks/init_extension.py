@@ -97,29 +97,19 @@ def child_init(spec: dict[str, Any]) -> None:
 def train_new_rows(model_dir: Path, steps: int, run_dir: Path, docs: dict[str, list[str]],
                    lr: float) -> dict[str, Any]:
     """``steps`` steps of ``vocabshift train`` that move only the new rows (``embeddings: new``: English rows
-    stay bit-identical), 8 x 128 tokens of the Spanish training verses, as init_quality trains; scored as
-    at step 0."""
+    stay bit-identical), 8 x 128 tokens of the Spanish training verses, with init_quality's training code;
+    scored as at step 0."""
     import shutil
+    from types import SimpleNamespace
 
-    from init_quality import warmup_steps
+    from init_quality import train_embeddings
 
-    from vocabshift.corpus import corpus_from_paths
     from vocabshift.tokenization.source import load_hf_tokenizer
-    from vocabshift.train.config import LoraSettings, TrainConfig
-    from vocabshift.train.data import DataConfig
-    from vocabshift.train.loop import train
 
-    facts = _inputs.texts()
-    config = TrainConfig(
-        model=str(model_dir), corpus=corpus_from_paths(facts["spa_train_path"]), out=str(run_dir), max_steps=steps,
-        batch_size=TRAIN_BATCH, embeddings="new", lora=LoraSettings(enabled=False), embedding_lr=lr,
-        schedule="constant", warmup_steps=warmup_steps(steps), data=DataConfig(seq_len=TRAIN_SEQ, num_workers=0,
-                                                                                eval_documents=0),
-        device="cpu", seed=0, progress=False, force=True, save_every=10 ** 9, keep_checkpoints=1, log_every=1)
-    t0 = time.perf_counter()
+    shape = SimpleNamespace(train_steps=steps, train_batch=TRAIN_BATCH, train_seq_len=TRAIN_SEQ, device="cpu")
     try:
-        result = train(config)
-        seconds = time.perf_counter() - t0
+        result, seconds = train_embeddings(model_dir, _inputs.texts()["spa_train_path"], shape, run_dir,
+                                           embeddings="new", lr=lr)
         scores = score_model(result.model, load_hf_tokenizer(model_dir), docs)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -143,8 +143,11 @@ def package_rows(name: str, inputs: dict[str, Any], python: Path) -> Path:
     return out / "rows.npy"
 
 
-def train_embeddings(model_dir: Path, train_path: str, args: argparse.Namespace, run_dir: Path) -> Any:
-    """``--train-steps`` embeddings-only steps of ``vocabshift train`` on ``model_dir``: (result, seconds)."""
+def train_embeddings(model_dir: Path, train_path: str, args: argparse.Namespace, run_dir: Path, *,
+                     embeddings: str = "all", lr: float = EMBEDDING_LR) -> Any:
+    """``args.train_steps`` embeddings-only steps (``args.train_batch`` x ``args.train_seq_len`` tokens, on
+    ``args.device``) of ``vocabshift train`` on ``model_dir``: (result, seconds). ``embeddings``: the rows
+    that train (``new``: only the id_map's new rows, as init_extension trains)."""
     from vocabshift.corpus import corpus_from_paths
     from vocabshift.train.config import LoraSettings, TrainConfig
     from vocabshift.train.data import DataConfig
@@ -152,8 +155,8 @@ def train_embeddings(model_dir: Path, train_path: str, args: argparse.Namespace,
 
     config = TrainConfig(
         model=str(model_dir), corpus=corpus_from_paths(train_path), out=str(run_dir), max_steps=args.train_steps,
-        batch_size=args.train_batch, embeddings="all", lora=LoraSettings(enabled=False),
-        embedding_lr=EMBEDDING_LR, schedule="constant", warmup_steps=warmup_steps(args.train_steps),
+        batch_size=args.train_batch, embeddings=embeddings, lora=LoraSettings(enabled=False),
+        embedding_lr=lr, schedule="constant", warmup_steps=warmup_steps(args.train_steps),
         data=DataConfig(seq_len=args.train_seq_len, num_workers=0, eval_documents=0),
         device="cpu" if args.device == "cpu" else "auto", seed=0, progress=False, force=True,
         save_every=10 ** 9, keep_checkpoints=1, log_every=1)

@@ -167,7 +167,7 @@ def teacher_for(model: Any, contexts: torch.Tensor, *, prefix: int, causal: bool
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
     if dtype is None:  # autocast dtype of the forward passes
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        dtype = teacher_dtype("auto", device)
     return Teacher(body=body, contexts=contexts, prefix=prefix, causal=causal,
                    output_embeddings=output_embeddings, dtype=dtype)
 

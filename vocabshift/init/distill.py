@@ -66,7 +66,6 @@ log = logging.getLogger(__name__)
 OUTPUT_POLICIES = ("train", "mean", "zero")
 
 
-
 @dataclass
 class DistillConfig(ConfigMixin):
     """Options of ``distill`` (AweDist's defaults where the paper has one)."""
@@ -303,9 +302,7 @@ def _train(teacher: Teacher, inputs: InitInputs, config: DistillConfig, w: _Wind
                 break
             b = order[s:s + config.batch_size]
             # Normalizers of the whole step, so that the micro-batches' gradients add up to the batch's.
-            s_mask_b = torch.arange(w.student.shape[1])[None, :] < w.student_len[b][:, None]
-            scored_b = s_mask_b & (torch.arange(w.student.shape[1])[None, :] >= w.first_new[b][:, None]) \
-                if teacher.causal else s_mask_b
+            s_mask_b, scored_b = _student_masks(w, b, w.student.shape[1], teacher.causal)
             n_scored = float(scored_b.sum()) * emb.shape[1]
             n_targets = float(((w.student[b, 1:] >= 0) & s_mask_b[:, 1:]).sum())
             optimizer.zero_grad(set_to_none=True)
@@ -328,6 +325,16 @@ def _train(teacher: Teacher, inputs: InitInputs, config: DistillConfig, w: _Wind
     return theta.detach().float().cpu(), (theta_out.detach().float().cpu() if theta_out is not None else None), history
 
 
+def _student_masks(w: _Windows, b: torch.Tensor, length: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(in_window, scored)`` [len(b), length] of the windows ``b``: positions inside each window, and the
+    positions the distillation loss scores (a causal model's from the first new token on: before it both
+    views are identical; an encoder's all)."""
+    import torch
+    positions = torch.arange(length)[None, :]
+    in_window = positions < w.student_len[b][:, None]
+    return in_window, (in_window & (positions >= w.first_new[b][:, None]) if causal else in_window)
+
+
 def _micro_step(teacher: Teacher, w: _Windows, b: torch.Tensor, dev: torch.device, emb: torch.Tensor,
                 theta: torch.Tensor, theta_out: torch.Tensor | None, out_emb: torch.Tensor | None,
                 copied_out: torch.Tensor | None, column: torch.Tensor, autocast: Any, config: DistillConfig,
@@ -342,7 +349,7 @@ def _micro_step(teacher: Teacher, w: _Windows, b: torch.Tensor, dev: torch.devic
     ls, lt = int(w.student_len[b].max()), int(w.teacher_len[b].max())
     t_ids = w.teacher[b, :lt].to(dev)
     t_mask = (torch.arange(lt)[None, :] < w.teacher_len[b][:, None]).to(dev)
-    s_mask = (torch.arange(ls)[None, :] < w.student_len[b][:, None]).to(dev)
+    s_mask, scored = (m.to(dev) for m in _student_masks(w, b, ls, teacher.causal))
     src, new = w.student_source[b, :ls].to(dev), w.student_new[b, :ls].to(dev)
     with torch.no_grad(), autocast:
         h_t = teacher.body(emb[t_ids], t_mask.long())
@@ -350,8 +357,6 @@ def _micro_step(teacher: Teacher, w: _Windows, b: torch.Tensor, dev: torch.devic
     embeds = torch.where((new >= 0)[..., None], theta[new.clamp_min(0)], emb[src.clamp_min(0)])
     with autocast:
         h_s = teacher.body(embeds, s_mask.long()).float()
-    positions = torch.arange(ls, device=dev)[None, :]
-    scored = s_mask & (positions >= w.first_new[b].to(dev)[:, None]) if teacher.causal else s_mask
     weight = scored.float()[..., None]
     sq = ((h_s - h_t).square() * weight).sum()
     loss = sq / n_scored

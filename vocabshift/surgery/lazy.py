@@ -112,7 +112,8 @@ def save_configs(out_dir: Path, config: Any, generation_config: Any = None) -> N
     """``save_pretrained`` of the config (and generation config) into ``out_dir``, each file appearing whole:
     written in a hidden folder inside ``out_dir`` and renamed into place. prune's tokenizer thread reloads
     ``out_dir`` with AutoTokenizer meanwhile, which reads config.json (a CI run once caught it half written
-    on the header path, which :func:`~vocabshift.surgery.row_prune.prune_rows` guards the same way)."""
+    on the header path, where :func:`~vocabshift.surgery.row_prune.prune_rows` writes its dicts with
+    :func:`~vocabshift.outputs.write_text_atomic`). save_pretrained itself writes in place, hence the folder."""
     import tempfile
 
     out_dir = Path(out_dir)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vocabshift.outputs import write_text_atomic
 from vocabshift.surgery.safetensors_io import _read_header, check_safetensors
 
 log = logging.getLogger(__name__)
@@ -336,14 +337,6 @@ def _rewrite_shards(source_dir: Path, out_dir: Path, files: list[Path], size: in
     return after, found
 
 
-def _write_json_whole(path: Path, data: dict[str, Any]) -> None:
-    """Write ``path`` under a hidden name, then rename it: prune's tokenizer thread reloads the output folder
-    with AutoTokenizer meanwhile, which reads config.json and must never see it half written."""
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(part, path)
-
-
 def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePlan) -> dict[str, Any]:
     """Write the pruned checkpoint of ``row_plan`` into ``out_dir`` (which exists); returns the report that
     :func:`~vocabshift.surgery.lazy.remap_checkpoint` returns."""
@@ -357,9 +350,12 @@ def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePl
         _copy_rows(src, dst, data_start + begin, (end - begin) // info["shape"][0], ids)
 
     after, found = _rewrite_shards(source_dir, out_dir, row_plan.files, len(ids), write_vocab)
-    _write_json_whole(out_dir / "config.json", row_plan.config)
+    # Written whole (a hidden file renamed into place): prune's tokenizer thread reloads the output folder
+    # with AutoTokenizer meanwhile, which reads config.json.
+    write_text_atomic(out_dir / "config.json", json.dumps(row_plan.config, indent=2, sort_keys=True) + "\n")
     if row_plan.generation_config is not None:
-        _write_json_whole(out_dir / "generation_config.json", row_plan.generation_config)
+        write_text_atomic(out_dir / "generation_config.json",
+                          json.dumps(row_plan.generation_config, indent=2, sort_keys=True) + "\n")
     for message in row_plan.dropped:
         log.warning("%s", message)
     log.info("pruned %s's rows without a model: %d -> %d tokens (%s)", row_plan.architecture, row_plan.old_size,
