@@ -111,7 +111,7 @@ def test_micro_batches_add_up_to_the_whole_batch():
 
 
 @pytest.mark.parametrize("options, field", [({"contexts_per_token": 0}, "contexts_per_token"),
-                                            ({"micro_batch": 0}, "micro_batch"),
+                                            ({"micro_batch": 0}, "micro_batch"), ({"precision": "fp16"}, "precision"),
                                             ({"lr": -1.0}, "lr"), ({"output": "tied"}, "output"),
                                             ({"ce_weight": -0.5}, "ce_weight"), ({"max_steps": 0}, "max_steps")])
 def test_bad_options(options, field):
