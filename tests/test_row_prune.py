@@ -113,6 +113,15 @@ def test_config_defaults_are_transformers_own():
         assert ids == defaults, arch
 
 
+def test_tie_defaults_are_transformers_own():
+    """TIED_BY_DEFAULT is each class's tie_word_embeddings default (read when config.json has none)."""
+    assert set(row_prune.TIED_BY_DEFAULT) == set(SUPPORTED)
+    for arch, tied in row_prune.TIED_BY_DEFAULT.items():
+        assert getattr(transformers, arch).config_class().tie_word_embeddings is tied, arch
+    generation = transformers.GenerationConfig()
+    assert all(hasattr(generation, name) for name in row_prune.GENERATION_ID_FIELDS)
+
+
 def test_config_without_ids_takes_the_class_defaults(tmp_path):
     source = _model("GemmaForCausalLM", tmp_path / "src", tied=True)
     config = json.loads((source / "config.json").read_text())
@@ -180,7 +189,7 @@ def test_prune_of_a_supported_decoder_imports_no_torch(tmp_path, multilingual_bp
 def test_init_remap_from_headers_equals_the_meta_model_path(tmp_path, arch, tied):
     """init's writer without a model: kept rows copied, new rows filled, explicit and renumbered special
     ids, the same files as remap_checkpoint on the meta model."""
-    from vocabshift.surgery.row_prune import config_view, header_layout, remap_from_headers
+    from vocabshift.surgery.row_prune import header_layout, remap_from_headers
 
     source = _model(arch, tmp_path / "src", tied)
     # a replacement-like id_map: some source rows in a new order, new tokens in between and at the end
@@ -189,13 +198,13 @@ def test_init_remap_from_headers_equals_the_meta_model_path(tmp_path, arch, tied
     g = torch.Generator().manual_seed(0)
     new_rows = torch.randn(n_new, 32, generator=g).to(torch.bfloat16)
     new_out = None if tied else torch.randn(n_new, 32, generator=g).to(torch.bfloat16)
-    special = {"pad_token_id": 3, "eos_token_id": [1, 6]}
+    special = {"pad_token_id": 3, "eos_token_id": [1, 6], "unk": 2}  # unk: a field the config lacks
     layout = header_layout(source)
     assert layout is not None and layout.tied == tied
     fast, general = tmp_path / "fast", tmp_path / "general"
     fast.mkdir()
     general.mkdir()
-    report = remap_from_headers(source, fast, layout, config_view(source), id_map, new_rows=new_rows,
+    report = remap_from_headers(source, fast, layout, id_map, new_rows=new_rows,
                                 new_output_rows=new_out, special_token_ids=special)
     reference = remap_checkpoint(source, general, id_map, new_rows=new_rows, new_output_rows=new_out,
                                  special_token_ids=special)
@@ -204,9 +213,13 @@ def test_init_remap_from_headers_equals_the_meta_model_path(tmp_path, arch, tied
     for path in general.glob("*.safetensors"):
         assert (fast / path.name).read_bytes() == path.read_bytes(), path.name
     assert sorted(p.name for p in fast.iterdir()) == sorted(p.name for p in general.iterdir())
-    for name in ("config.json", "generation_config.json"):
-        assert json.loads((fast / name).read_text()) == json.loads((general / name).read_text()), name
-    assert json.loads((fast / "config.json").read_text())["pad_token_id"] == 3
+    assert _loaded(transformers.AutoConfig, fast) == _loaded(transformers.AutoConfig, general)
+    assert _loaded(transformers.GenerationConfig, fast) == _loaded(transformers.GenerationConfig, general)
+    written = json.loads((fast / "config.json").read_text())
+    assert written["pad_token_id"] == 3 and written["eos_token_id"] == [1, 6] and written["vocab_size"] == len(id_map)
+    assert written["unk_token_id"] == 2
+    generation = json.loads((fast / "generation_config.json").read_text())
+    assert generation["pad_token_id"] == 3 and "unk_token_id" not in generation
 
 
 def test_init_of_a_supported_decoder_reads_no_model(tmp_path, multilingual_bpe):  # noqa: F811

@@ -406,24 +406,28 @@ def _save_tokenizer(plan: _Plan, dst: Path) -> None:
 
 
 def _header_layout(config: InitConfig) -> tuple[Any, Any] | None:
-    """(config view with ``.header``, EmbeddingLayout) of a decoder :mod:`~vocabshift.surgery.row_prune`
-    edits from its headers, or None for the meta-model path (other models, or a head whose storage and
-    ``tie_word_embeddings`` disagree)."""
+    """(view, EmbeddingLayout) of a decoder :mod:`~vocabshift.surgery.row_prune` edits from its headers, or
+    None for the meta-model path (other models, or a head whose storage and ``tie_word_embeddings``
+    disagree). The view has ``.header`` and ``.config`` (config.json's fields with the class's default
+    special ids, as attributes: what the planner asks), and needs no transformers config class."""
+    from types import SimpleNamespace
+
+    from vocabshift.safe_loading import refuse_remote_code
     from vocabshift.surgery import row_prune
     from vocabshift.surgery.layout import EmbeddingLayout
 
     header = row_prune.header_layout(config.model)
     if header is None:
         return None
-    view = row_prune.config_view(config.model)
-    tie = getattr(view.config.get_text_config(), "tie_word_embeddings", None)
-    if tie is None or bool(tie) == header.has_head:
+    refuse_remote_code(config.model)  # as a transformers load would
+    tie = header.config_ties
+    if tie == header.has_head:
         return None
-    view.header = header
+    view = SimpleNamespace(header=header, config=SimpleNamespace(**header.config_fields()))
     return view, EmbeddingLayout(input_embeddings=row_prune.EMBED.removesuffix(".weight"),
                                  output_embeddings=row_prune.HEAD.removesuffix(".weight"), tied=header.tied,
                                  output_bias=None, vocab_size=header.vocab_size, shares_weight=header.tied,
-                                 config_tied=bool(tie))
+                                 config_tied=tie)
 
 
 @writes_output
@@ -544,7 +548,7 @@ def init_model(config: InitConfig) -> InitOutput:
         if header is not None and not remap_args["pad_to_multiple_of"]:
             report["path"] = "lean (vocabulary tensors read from the headers, no model)"
             report["parameters_after"] = row_prune.remap_from_headers(
-                config.model, tmp, model.header, model, remap, new_rows=new_rows, new_output_rows=new_output_rows,
+                config.model, tmp, model.header, remap, new_rows=new_rows, new_output_rows=new_output_rows,
                 special_token_ids=remap_args["special_token_ids"])["parameters_after"]
         elif lean:
             if header is not None:  # padding rows are computed: the meta model after all

@@ -32,7 +32,7 @@ from torch import nn
 
 from vocabshift.errors import ConfigError, IdMapError, ModelError
 from vocabshift.surgery.layout import EmbeddingLayout, describe_tie_mismatch, locate
-from vocabshift.surgery.row_prune import EXTRA_ID_FIELDS, is_id_field, is_token_ids
+from vocabshift.surgery.row_prune import EXTRA_ID_FIELDS, is_id_field, is_token_ids, normalize_special_ids
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +265,6 @@ def _holders(model: nn.Module, wanted: set[int]) -> list[tuple[nn.Module, str, n
     return found
 
 
-def _normalize_name(name: str) -> str:
-    return name if is_id_field(name) else f"{name}_token_id"
-
-
 def _configs(model: nn.Module) -> list[tuple[str, Any]]:
     """(label, config) for the model config, its text config when nested, and the generation config."""
     found: list[tuple[str, Any]] = []
@@ -295,12 +291,7 @@ def _special_id_updates(model: nn.Module, inverse: torch.Tensor, size: int, expl
 
     Nothing is set here, so that a later check can still refuse the whole remap.
     """
-    explicit = {_normalize_name(k): v for k, v in (explicit or {}).items()}
-    for name, value in explicit.items():
-        values = [] if value is None else [value] if isinstance(value, int) else list(value)
-        if not all(isinstance(v, int) and 0 <= v < size for v in values):
-            raise IdMapError(f"special_token_ids[{name!r}] = {value!r} is not an id of the new vocabulary "
-                             f"(0..{size - 1})")
+    explicit = normalize_special_ids(dict(explicit or {}), size)
     old_size = inverse.numel()
     dropped: list[str] = []
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vocabshift.errors import IdMapError
 from vocabshift.outputs import write_text_atomic
 from vocabshift.surgery.safetensors_io import _read_header, check_safetensors
 
@@ -47,6 +48,13 @@ SUPPORTED: dict[str, dict[str, int | None]] = {
     "Gemma2ForCausalLM": {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1},
     "Gemma3ForCausalLM": {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1},
 }
+# Their config classes' tie_word_embeddings default (tested against transformers too)
+TIED_BY_DEFAULT = {"LlamaForCausalLM": False, "MistralForCausalLM": False, "Qwen2ForCausalLM": False,
+                   "Qwen3ForCausalLM": False, "GemmaForCausalLM": True, "Gemma2ForCausalLM": True,
+                   "Gemma3ForCausalLM": True}
+# The token-id attributes every GenerationConfig has (None unless set): an explicit id is set on these even
+# when generation_config.json leaves them out, as on the model path
+GENERATION_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 # Config fields that hold token ids besides *_token_id(s); resize.remap_vocab renumbers the same fields
 EXTRA_ID_FIELDS = ("suppress_tokens", "begin_suppress_tokens")
 _COPY_CHUNK = 1 << 30  # bytes per copy_file_range call
@@ -83,10 +91,23 @@ def is_token_ids(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
+def normalize_special_ids(explicit: dict[str, Any] | None, size: int) -> dict[str, Any]:
+    """``special_token_ids`` with names as config fields (``pad`` -> ``pad_token_id``), each value checked
+    to be None, an id or a list of ids of the new vocabulary; raises :class:`IdMapError` otherwise."""
+    out = {name if is_id_field(name) else f"{name}_token_id": value for name, value in (explicit or {}).items()}
+    for name, value in out.items():
+        values = [] if value is None else [value] if isinstance(value, int) else list(value)
+        if not all(isinstance(v, int) and 0 <= v < size for v in values):
+            raise IdMapError(f"special_token_ids[{name!r}] = {value!r} is not an id of the new vocabulary "
+                             f"(0..{size - 1})")
+    return out
+
+
 def _renumber(label: str, data: dict[str, Any], inverse: dict[int, int], old_size: int,
-              dropped: list[str]) -> dict[str, Any]:
+              dropped: list[str], skip: Sequence[str] = ()) -> dict[str, Any]:
     """``data`` with every token-id field renumbered as :func:`~vocabshift.surgery.resize.remap_vocab`
-    does: a dropped token's id becomes None (a list drops it; an emptied list becomes None)."""
+    does: a dropped token's id becomes None (a list drops it; an emptied list becomes None). Fields in
+    ``skip`` (set explicitly by the caller) are left as they are."""
 
     def new_id(name: str, old: int) -> int | None:
         if old in inverse:
@@ -97,7 +118,7 @@ def _renumber(label: str, data: dict[str, Any], inverse: dict[int, int], old_siz
 
     out = dict(data)
     for name, value in data.items():
-        if not is_id_field(name) or not is_token_ids(value):
+        if not is_id_field(name) or not is_token_ids(value) or name in skip:
             continue
         if isinstance(value, int):
             out[name] = new_id(name, value)
@@ -129,6 +150,16 @@ class HeaderLayout:
     @property
     def tied(self) -> bool:
         return not self.has_head
+
+    @property
+    def config_ties(self) -> bool:
+        """``tie_word_embeddings`` as transformers reads it (the class default when config.json has none)."""
+        return bool(self.config.get("tie_word_embeddings", TIED_BY_DEFAULT[self.architecture]))
+
+    def config_fields(self) -> dict[str, Any]:
+        """config.json with the class's default special-token ids where it leaves them out."""
+        defaults = {k: v for k, v in SUPPORTED[self.architecture].items() if k not in self.config}
+        return {**self.config, **defaults}
 
 
 def header_layout(source_dir: str | Path) -> HeaderLayout | None:
@@ -186,11 +217,10 @@ def plan(source_dir: str | Path, id_map: Sequence[int], pad_to_multiple_of: int 
     layout = header_layout(source_dir)
     if layout is None or ids[-1] >= layout.vocab_size:
         return None
-    config, old_size = layout.config, layout.vocab_size
+    old_size = layout.vocab_size
     inverse = {old: new for new, old in enumerate(ids)}
     dropped: list[str] = []
-    defaults = {k: v for k, v in SUPPORTED[layout.architecture].items() if k not in config}
-    new_config = _renumber("config", {**config, **defaults}, inverse, old_size, dropped)
+    new_config = _renumber("config", layout.config_fields(), inverse, old_size, dropped)
     new_config["vocab_size"] = len(ids)
     generation = _read_json(source_dir / "generation_config.json")
     new_generation = None if generation is None else _renumber("generation_config", generation, inverse, old_size,
@@ -337,6 +367,14 @@ def _rewrite_shards(source_dir: Path, out_dir: Path, files: list[Path], size: in
     return after, found
 
 
+def _write_configs(out_dir: Path, config: dict[str, Any], generation: dict[str, Any] | None) -> None:
+    # Written whole (a hidden file renamed into place): prune's tokenizer thread reloads the output folder
+    # with AutoTokenizer meanwhile, which reads config.json.
+    write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if generation is not None:
+        write_text_atomic(out_dir / "generation_config.json", json.dumps(generation, indent=2, sort_keys=True) + "\n")
+
+
 def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePlan) -> dict[str, Any]:
     """Write the pruned checkpoint of ``row_plan`` into ``out_dir`` (which exists); returns the report that
     :func:`~vocabshift.surgery.lazy.remap_checkpoint` returns."""
@@ -350,35 +388,13 @@ def prune_rows(source_dir: str | Path, out_dir: str | Path, row_plan: RowPrunePl
         _copy_rows(src, dst, data_start + begin, (end - begin) // info["shape"][0], ids)
 
     after, found = _rewrite_shards(source_dir, out_dir, row_plan.files, len(ids), write_vocab)
-    # Written whole (a hidden file renamed into place): prune's tokenizer thread reloads the output folder
-    # with AutoTokenizer meanwhile, which reads config.json.
-    write_text_atomic(out_dir / "config.json", json.dumps(row_plan.config, indent=2, sort_keys=True) + "\n")
-    if row_plan.generation_config is not None:
-        write_text_atomic(out_dir / "generation_config.json",
-                          json.dumps(row_plan.generation_config, indent=2, sort_keys=True) + "\n")
+    _write_configs(out_dir, row_plan.config, row_plan.generation_config)
     for message in row_plan.dropped:
         log.warning("%s", message)
     log.info("pruned %s's rows without a model: %d -> %d tokens (%s)", row_plan.architecture, row_plan.old_size,
              len(ids), ", ".join(sorted(found)))
     return {"class": row_plan.architecture, "tied": HEAD not in found, "vocab_size": len(ids),
             "parameters_before": row_plan.parameters, "parameters_after": after, "tensors_rewritten": sorted(found)}
-
-
-def config_view(source_dir: str | Path) -> Any:
-    """The checkpoint's config and generation config as transformers reads them, without the modeling
-    code: what :func:`remap_from_headers` renumbers, and what the init planner asks (``.config``)."""
-    from types import SimpleNamespace
-
-    from transformers import AutoConfig, GenerationConfig
-
-    from vocabshift.safe_loading import LOAD_KWARGS, refuse_remote_code
-
-    source_dir = Path(source_dir)
-    refuse_remote_code(source_dir)
-    config = AutoConfig.from_pretrained(str(source_dir), **LOAD_KWARGS)
-    generation = GenerationConfig.from_pretrained(str(source_dir), **LOAD_KWARGS) \
-        if (source_dir / "generation_config.json").exists() else None
-    return SimpleNamespace(config=config, generation_config=generation)
 
 
 def read_vocab_rows(source_dir: str | Path, layout: HeaderLayout) -> dict[str, Any]:
@@ -394,27 +410,40 @@ def read_vocab_rows(source_dir: str | Path, layout: HeaderLayout) -> dict[str, A
     return out
 
 
-def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: HeaderLayout, view: Any,
-                       id_map: Sequence[int], *, new_rows: Any = None, new_output_rows: Any = None,
+def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: HeaderLayout, id_map: Sequence[int], *,
+                       new_rows: Any = None, new_output_rows: Any = None,
                        special_token_ids: dict[str, Any] | None = None) -> dict[str, Any]:
     """:func:`~vocabshift.surgery.lazy.remap_checkpoint` for a :class:`HeaderLayout` checkpoint without the
-    meta model: the same tensor bytes (rows by :func:`~vocabshift.surgery.resize.remap_rows`, the code
-    both paths share) and the same configs (renumbered by the same functions, on ``view``, a
-    :func:`config_view`). No padding: callers that pad take the general path."""
+    meta model or transformers' config classes: the same tensor bytes (rows by
+    :func:`~vocabshift.surgery.resize.remap_rows`, the code both paths share) and configs that load to the
+    same values (renumbered on the JSON, as :func:`plan` does; explicit ``special_token_ids`` set as
+    :func:`~vocabshift.surgery.resize.remap_vocab` sets them). No padding: callers that pad take the general
+    path."""
     import torch
 
-    from vocabshift.surgery.lazy import _DTYPES, save_configs
-    from vocabshift.surgery.resize import _apply_config, _special_id_updates, plan_rows, remap_rows
+    from vocabshift.surgery.lazy import _DTYPES
+    from vocabshift.surgery.resize import plan_rows, remap_rows
 
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     old_size = layout.vocab_size
     row_plan = plan_rows(id_map, old_size, None)
-    keep_pos, kept_src, new_pos, size = row_plan
-    n_ids = keep_pos.numel() + new_pos.numel()
-    inverse = torch.full((old_size,), n_ids, dtype=torch.long)  # as remap_vocab: first new id of each source id
-    inverse.scatter_reduce_(0, kept_src, keep_pos, reduce="amin")
-    inverse[inverse == n_ids] = -1
-    updates, dropped = _special_id_updates(view, inverse, size, special_token_ids)
+    _, _, new_pos, size = row_plan
+    explicit = normalize_special_ids(special_token_ids, size)
+    inverse: dict[int, int] = {}  # as remap_vocab: the first new id of each source id
+    for new, old in enumerate(id_map):
+        if old >= 0:
+            inverse.setdefault(old, new)
+    dropped: list[str] = []
+    config = _renumber("config", layout.config_fields(), inverse, old_size, dropped, skip=tuple(explicit))
+    config["vocab_size"] = size
+    generation = _read_json(source_dir / "generation_config.json")
+    if generation is not None:
+        generation = _renumber("generation_config", generation, inverse, old_size, dropped, skip=tuple(explicit))
+    for name, value in explicit.items():
+        value = list(value) if isinstance(value, (list, tuple)) else value
+        config[name] = value
+        if generation is not None and (name in generation or name in GENERATION_ID_FIELDS):
+            generation[name] = value
     fills = {EMBED: new_rows, HEAD: new_output_rows if layout.has_head else None}
 
     def write_vocab(name: str, src: int, dst: int, data_start: int, info: dict[str, Any]) -> None:
@@ -428,10 +457,9 @@ def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: Head
         _write_all(dst, rows.contiguous().view(torch.uint8).numpy())
 
     after, found = _rewrite_shards(source_dir, out_dir, layout.files, size, write_vocab)
-    _apply_config(view, size, updates)
     for message in dropped:
         log.warning(message)
-    save_configs(out_dir, view.config, view.generation_config)
+    _write_configs(out_dir, config, generation)
     log.info("remapped %s from its headers: %d -> %d tokens (%d new)", layout.architecture, old_size, size,
              new_pos.numel())
     return {"class": layout.architecture, "tied": layout.tied, "vocab_size": size,

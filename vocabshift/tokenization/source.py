@@ -210,12 +210,55 @@ def load_hf_tokenizer(source: str | Path) -> Any:
             return AutoTokenizer.from_pretrained(str(gguf[0]), gguf_file=gguf[1], **LOAD_KWARGS)
         if not path.is_dir():
             raise TokenizerError("expected a model or tokenizer directory, got a file", path=path)
+        light = _light_config(path)
+        if light is not None:
+            return AutoTokenizer.from_pretrained(str(path), config=light, **LOAD_KWARGS)
         return AutoTokenizer.from_pretrained(str(path), **LOAD_KWARGS)
     except TokenizerError:
         raise
     except Exception as err:  # transformers raises OSError/ValueError/KeyError with long messages
         raise TokenizerError(f"cannot load a tokenizer from it ({_first_line(err)})", path=path,
                              hint="it must hold tokenizer.json or a tokenizer that AutoTokenizer loads") from err
+
+
+def _light_config(directory: Path) -> Any:
+    """What ``AutoTokenizer`` reads of the model config, from ``config.json`` as a plain object, when the
+    tokenizer names its own class; else None (``AutoTokenizer`` loads the config itself).
+
+    Without a ``config`` argument ``AutoTokenizer`` loads the model config with ``AutoConfig``, and
+    importing a config class (``LlamaConfig``) imports transformers' model-loading code down to
+    ``torch.distributed.tensor`` (~700 modules, 1-2 s). When ``tokenizer_config.json`` names
+    ``tokenizer_class`` and no custom code, transformers 5 reads only these attributes of the config:
+    ``model_type`` (to check the declared class against the model type's), ``_name_or_path``,
+    ``tokenizer_class`` and ``model_name``; the class is then found by name, never from ``type(config)``
+    (that is the path for a tokenizer that names no class, which keeps the real config here). Same class,
+    files and ids either way (tested).
+    """
+    from types import SimpleNamespace
+
+    def read(name: str) -> Any:
+        try:
+            return json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    tokenizer_config, config = read("tokenizer_config.json"), read("config.json")
+    if not isinstance(tokenizer_config, dict) or not isinstance(config, dict):
+        return None
+    if not isinstance(tokenizer_config.get("tokenizer_class"), str) or "auto_map" in tokenizer_config:
+        return None
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type or "auto_map" in config:
+        return None
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:  # AutoConfig would fail and fall back: keep its way
+        return None
+    light = SimpleNamespace(model_type=model_type, _name_or_path=str(directory),
+                            tokenizer_class=config.get("tokenizer_class"))
+    if "model_name" in config:
+        light.model_name = config["model_name"]
+    return light
 
 
 def _walk_components(component: dict[str, Any] | None) -> list[dict[str, Any]]:
