@@ -99,6 +99,7 @@ class Steps:
         self.times: dict[str, list[float]] = {}
         self.stack: list[list[float]] = []  # per open wrapped call: [child wall, child cpu]
         self.wrapped = [0.0, 0.0]  # time in outermost wrapped calls since the last mark
+        self.pending: dict[str, list[tuple[str, str]]] = {}  # module -> (attr, label) to wrap once imported
 
     def _add(self, label: str, wall: float, cpu: float) -> None:
         cur = self.times.setdefault(label, [0.0, 0.0])
@@ -136,6 +137,43 @@ class Steps:
             return result
 
         setattr(owner, attr, timed)
+
+    def wrap_on_import(self, module: str, attr: str, label: str) -> None:
+        """:meth:`wrap` ``module.attr`` once something imports ``module`` (now, if it is imported): the child
+        imports no more than the command line does before ``init_model`` runs (init imports torch only after
+        starting FOCUS's token-vector training), and still times the functions of modules init imports later."""
+        import importlib.abc
+        import importlib.util
+
+        if module in sys.modules:
+            self.wrap(sys.modules[module], attr, label)
+            return
+        if not self.pending:
+            steps = self
+
+            class Finder(importlib.abc.MetaPathFinder):
+                def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+                    wraps = steps.pending.pop(name, None)
+                    if wraps is None:
+                        return None
+                    sys.meta_path.remove(self)  # find the real spec, then wrap its loader
+                    try:
+                        spec = importlib.util.find_spec(name)
+                    finally:
+                        if steps.pending:
+                            sys.meta_path.insert(0, self)
+                    exec_module = spec.loader.exec_module
+
+                    def exec_and_wrap(mod: Any) -> None:
+                        exec_module(mod)
+                        for attr_, label_ in wraps:
+                            steps.wrap(mod, attr_, label_)
+
+                    spec.loader.exec_module = exec_and_wrap
+                    return spec
+
+            sys.meta_path.insert(0, Finder())
+        self.pending.setdefault(module, []).append((attr, label))
 
     def finish(self, rest_label: str) -> dict[str, Any]:
         end = _clock()
@@ -265,19 +303,17 @@ def child_vocabshift(spec: dict[str, Any]) -> dict[str, Any]:
 
     import vocabshift.init.apply as apply
     import vocabshift.init.registry as registry
-    import vocabshift.surgery.checkpoint as checkpoint
-    import vocabshift.surgery.lazy as lazy
-    import vocabshift.surgery.resize as resize
     import vocabshift.vectors as vectors
     from vocabshift.corpus import corpus_from_paths
 
-    steps.mark("import vocabshift (torch, transformers)")
+    steps.mark("import vocabshift (init, vectors; torch later, in init)")
     kept: dict[str, Any] = {}
-    steps.wrap(checkpoint, "load_model", "load model (transformers)")
+    steps.wrap_on_import("vocabshift.surgery.checkpoint", "load_model", "load model (transformers)")
     # the lean path (the default for a safetensors directory): no full load, the weights streamed at the end
-    steps.wrap(lazy, "meta_model", "load model: meta device (config, modeling code)")
-    steps.wrap(lazy, "read_vocab_tensors", "load model: its vocabulary tensors (safetensors)")
-    steps.wrap(lazy, "remap_checkpoint", "write the model (safetensors streamed)")
+    steps.wrap_on_import("vocabshift.surgery.lazy", "meta_model", "load model: meta device (config, modeling code)")
+    steps.wrap_on_import("vocabshift.surgery.lazy", "read_vocab_tensors",
+                         "load model: its vocabulary tensors (safetensors)")
+    steps.wrap_on_import("vocabshift.surgery.lazy", "remap_checkpoint", "write the model (safetensors streamed)")
     steps.wrap(apply, "_plan", "plan: tokenizers, surface forms, overlap")
     steps.wrap(vectors, "load_vectors", "load vectors (.bin memory map)")
     steps.wrap(vectors, "load_aligned", "load vectors (.bin memory map)")
@@ -288,8 +324,8 @@ def child_vocabshift(spec: dict[str, Any]) -> dict[str, Any]:
     steps.wrap(vectors, "train_token_vectors", "token vectors (tokenize + train fastText)")
     steps.wrap(vectors, "token_id_vectors", "token vectors (id matrix)")
     steps.wrap(registry, "run_init_method", "method (combination)", keep=kept)
-    steps.wrap(resize, "remap_vocab", "remap the model's vocabulary")
-    steps.wrap(checkpoint, "save_model", "write the model (safetensors)")
+    steps.wrap_on_import("vocabshift.surgery.resize", "remap_vocab", "remap the model's vocabulary")
+    steps.wrap_on_import("vocabshift.surgery.checkpoint", "save_model", "write the model (safetensors)")
     options = dict(spec.get("options") or {})
     kwargs: dict[str, Any] = {"method": spec["method"], "model": spec["model"], "tokenizer": spec["tokenizer"],
                               "out": spec["out_model"], "device": spec.get("device", "cpu"), "force": True,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -662,3 +664,17 @@ def test_take_rows_is_a_view_for_a_run_of_ids_and_a_copy_otherwise():
     assert torch.equal(scattered, table[[5, 3, 4]]) and scattered.data_ptr() != table[5].data_ptr()
     assert torch.equal(take_rows(table, torch.tensor([7])), table[7:8])
     assert take_rows(table, torch.tensor([], dtype=torch.long)).shape == (0, 4)
+
+
+def test_the_registry_and_the_methods_load_without_torch():
+    """Every method module, the registry and init's glue import without torch: `vocabshift init --list`
+    stays light, and init starts FOCUS's token-vector training before importing torch (1+ s)."""
+    script = ("import sys\n"
+              "import vocabshift.init.apply\n"
+              "from vocabshift.init.registry import get_init_method, list_init_methods\n"
+              "names = [m.name for m in list_init_methods()]\n"
+              "configs = [get_init_method(n).config() for n in names]\n"
+              "print(len(names), 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    count, torch_loaded = done.stdout.split()[-2:]
+    assert int(count) >= 9 and torch_loaded == "False"

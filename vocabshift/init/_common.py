@@ -18,9 +18,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from vocabshift.errors import ConfigError, InitError
 from vocabshift.init.base import (
@@ -34,6 +32,9 @@ from vocabshift.init.base import (
     REQUIRES_TEACHER,
     InitInputs,
 )
+
+if TYPE_CHECKING:  # torch is imported when a method runs (the registry and CLI load without it)
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ _REQUIRED_FIELDS = {
 
 def _id_vector(t: object, name: str, length: int | None, n_source: int) -> torch.Tensor:
     """A 1-D integer tensor of source ids or -1, as a CPU long tensor."""
+    import torch
     if not isinstance(t, torch.Tensor):
         raise InitError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 1:
@@ -89,6 +91,7 @@ def _id_vector(t: object, name: str, length: int | None, n_source: int) -> torch
 
 
 def _vectors(t: object, name: str, rows: int) -> torch.Tensor:
+    import torch
     if not isinstance(t, torch.Tensor):
         raise InitError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 2 or t.shape[0] != rows:
@@ -99,6 +102,7 @@ def _vectors(t: object, name: str, rows: int) -> torch.Tensor:
 
 
 def _mask(t: object, name: str, rows: int, vectors: torch.Tensor | None) -> torch.Tensor | None:
+    import torch
     if t is None:
         return None
     if vectors is None:
@@ -115,6 +119,7 @@ def validate_inputs(inputs: InitInputs, *, method: str, requires: frozenset[str]
     The returned copy has float32 ``source_embeddings``, CPU long ``copy``/``shared`` and a
     ``torch.device``. Raises :class:`InitError` naming the field and the problem.
     """
+    import torch
     emb = inputs.source_embeddings
     if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
         shape = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
@@ -192,6 +197,7 @@ def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 def generator(inputs: InitInputs) -> torch.Generator:
     """The CPU generator all of a method's random draws come from (same numbers on CPU and CUDA)."""
+    import torch
     return torch.Generator(device="cpu").manual_seed(inputs.seed)
 
 
@@ -212,6 +218,7 @@ def start_rows(inputs: InitInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     ``origin`` says COPIED / COMPUTED (methods overwrite FALLBACK where they fall back), and
     ``computed`` is the bool mask ``copy < 0`` of rows the method must write.
     """
+    import torch
     emb = inputs.source_embeddings
     rows = torch.empty(inputs.n_target, emb.shape[1], dtype=torch.float32)
     origin = torch.full((inputs.n_target,), COMPUTED, dtype=torch.int8)
@@ -233,6 +240,7 @@ def column_stats(table: torch.Tensor, chunk_size: int, device: torch.device) -> 
     One chunked pass accumulating ``sum x`` and ``sum x^2`` in float64: for float32 data the
     cancellation in ``E[x^2] - E[x]^2`` stays far below float32 resolution.
     """
+    import torch
     n, d = table.shape
     s1 = torch.zeros(d, dtype=torch.float64, device=device)
     s2 = torch.zeros(d, dtype=torch.float64, device=device)
@@ -254,6 +262,7 @@ def fallback_rows(kind: str, n: int, table: torch.Tensor, inputs: InitInputs,
     dimension ``j`` (the per-dimension normal WECHSEL and FOCUS use for tokens without a vector),
     drawn from ``gen``.
     """
+    import torch
     if n == 0:
         return torch.empty(0, table.shape[1], dtype=torch.float32)
     mean, std = column_stats(table, inputs.chunk_size, inputs.device)
@@ -283,6 +292,7 @@ def unit_vectors(vectors: torch.Tensor, mask: torch.Tensor | None,
     norm: an all-zero vector means "no vector" (the convention of the WECHSEL/OFA/FOCUS code bases).
     Unusable rows are zeroed.
     """
+    import torch
     v = vectors.to(device, torch.float32)
     norms = torch.linalg.vector_norm(v, dim=1)
     usable = torch.isfinite(norms) & (norms > 0)
@@ -300,6 +310,7 @@ def weighted_rows(idx: torch.Tensor, weights: torch.Tensor, table: torch.Tensor)
     into a dense ``[rows, table]`` matrix and multiply, which is a BLAS product instead of a memory-bound
     gather (measured: 2.7 s -> 0.1 s for 7,921 rows with supports of ~250 over 812 shared tokens).
     """
+    import torch
     n, m = idx.shape
     out = torch.empty(n, table.shape[1], dtype=table.dtype, device=table.device)
     if table.shape[0] <= 8 * m:
@@ -326,6 +337,7 @@ PREFILTER_MARGIN = 32  # candidates kept beyond the window by the bf16 prefilter
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix products are much faster than fp32 here: CUDA with bf16, or a CPU with AMX or
     AVX512-BF16 (4-5x measured on a 2-core Xeon with AMX); elsewhere bf16 can be slower than fp32."""
+    import torch
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
@@ -344,6 +356,7 @@ def _ranked(sims: torch.Tensor, groups: torch.Tensor | None, window: int) -> tup
     ``groups``: the group of each column (None: the column index); topk's order among equal values is
     unspecified, so the result is sorted by group first and then stably by value.
     """
+    import torch
     vals, at = torch.topk(sims, window, dim=1, sorted=True)
     gi = at if groups is None else groups.gather(1, at)
     order = torch.argsort(gi, dim=1, stable=True)
@@ -354,6 +367,7 @@ def _ranked(sims: torch.Tensor, groups: torch.Tensor | None, window: int) -> tup
 
 def _exact_top_groups(q: torch.Tensor, ukeys: torch.Tensor, window: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Similarities and groups of the ``window`` most similar key groups of each query, from the full product."""
+    import torch
     sims = q @ ukeys.T  # [rows, groups]: the rows x V_s product
     vals, gi = _ranked(sims, None, window)
     if window < ukeys.shape[0]:
@@ -375,6 +389,7 @@ def _top_groups(q: torch.Tensor, ukeys: torch.Tensor, ukeys_bf16: torch.Tensor |
     more than :data:`BF16_COSINE_ERROR`, so no key outside the candidates can reach it; and no tie at the
     k-th place reaches the window's edge.
     """
+    import torch
     n_groups = ukeys.shape[0]
     width = window + PREFILTER_MARGIN
     if ukeys_bf16 is None or width >= n_groups:
@@ -411,6 +426,7 @@ def neighbour_rows(
     ``prefilter`` (default: where :func:`fast_bf16`) finds candidates with a bf16 product and certifies
     them (:func:`_top_groups`): the same neighbours as the fp32 product, 3-4x faster on CPUs with AMX.
     """
+    import torch
     n, dev = query_vectors.shape[0], table.device
     usable = key_usable.nonzero().squeeze(1)
     k = min(neighbours, int(usable.numel()))
@@ -545,6 +561,7 @@ class Factorization:
 def copied_coordinates(fac: Factorization, inputs: InitInputs, todo: torch.Tensor) -> torch.Tensor:
     """``[V_t, r]`` float32 coordinates: copied tokens take their source coordinates, ``todo`` rows are left
     uninitialized for the method to fill."""
+    import torch
     coords = torch.empty(inputs.n_target, fac.rank, dtype=torch.float32)
     copied = ~todo
     coords[copied] = fac.coordinates[inputs.copy[copied]]
@@ -570,6 +587,7 @@ def truncated_svd(table: torch.Tensor, rank: int, *, chunk_size: int, device: to
     ``C P = E V V^\top = E`` up to float rounding. Signs are fixed (the largest-magnitude entry of
     each primitive is positive) so the result is deterministic.
     """
+    import torch
     n, d = table.shape
     r = min(rank, n, d)
     if r < rank:

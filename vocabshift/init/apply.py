@@ -433,21 +433,12 @@ def _header_layout(config: InitConfig) -> tuple[Any, Any] | None:
 @writes_output
 def init_model(config: InitConfig) -> InitOutput:
     """Run ``config.method`` and write a loadable model with the target vocabulary to ``config.out``."""
-    import torch
-
-    from vocabshift.init._common import take_rows
     from vocabshift.init.registry import get_init_method, run_init_method
-    from vocabshift.surgery import row_prune
-    from vocabshift.surgery.checkpoint import load_model, parameter_count, save_model
-    from vocabshift.surgery.layout import locate
-    from vocabshift.surgery.lazy import can_stream, meta_model, read_vocab_tensors, remap_checkpoint
-    from vocabshift.surgery.resize import remap_vocab
 
     out = check_output_path(config.out, config.force)
     method = get_init_method(config.method)
     method_config = from_dict(method.config, dict(config.options), "options")
     copy_overlap = method.copy_overlap if config.copy_overlap is None else config.copy_overlap
-    device = resolve_device(config.device)
     t_start = time.perf_counter()
     needs_teacher = REQUIRES_TEACHER in method.requires
     if needs_teacher:  # before any weights load
@@ -455,10 +446,21 @@ def init_model(config: InitConfig) -> InitOutput:
 
         require_corpus(method.name, config.corpus)
 
-    # FOCUS's token vectors need only the config: trained on a thread while the plan is made
+    # FOCUS's token vectors need only the config: trained on a thread (fastText in its own process) while
+    # torch is imported and the plan is made, so started before both
     early = start_focus_token_vectors(config, method_config) \
         if REQUIRES_TARGET_TOKEN in method.requires and REQUIRES_ALIGNED not in method.requires else None
     try:
+        import torch
+
+        from vocabshift.init._common import take_rows
+        from vocabshift.surgery import row_prune
+        from vocabshift.surgery.checkpoint import load_model, parameter_count, save_model
+        from vocabshift.surgery.layout import locate
+        from vocabshift.surgery.lazy import can_stream, meta_model, read_vocab_tensors, remap_checkpoint
+        from vocabshift.surgery.resize import remap_vocab
+
+        device = resolve_device(config.device)
         # Lean: plan on a meta-device model, read only the vocabulary-sized tensors, stream the rest at the end.
         # A 7B bf16 checkpoint then needs memory for its embedding matrices, not 28 GB of fp32 weights.
         # A model-aware method loads the model for itself (_teacher) and frees it before the writing.

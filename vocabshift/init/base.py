@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a method runs: importing the contract (and the CLI) stays light
+    import torch
 
 # Where a row came from (InitResult.origin).
 COPIED = 0  # copied as is from a source row (inputs.copy >= 0): kept, shared or special tokens
@@ -43,7 +44,13 @@ class Teacher:
     prefix: int = -1  # compact source id in front of every window (bos, else eos), -1 = none
     causal: bool = True  # a causal LM (next-token loss possible); False: an encoder
     output_embeddings: torch.Tensor | None = None  # [V_s, d] untied LM head rows (compact); None: tied head
-    dtype: torch.dtype = torch.float32  # autocast dtype of the body's forward passes (bfloat16 on CUDA)
+    dtype: torch.dtype | None = None  # autocast dtype of the body's forward passes (bfloat16 on CUDA); None: float32
+
+    def __post_init__(self) -> None:
+        if self.dtype is None:
+            import torch
+
+            self.dtype = torch.float32
 
 
 @dataclass

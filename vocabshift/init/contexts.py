@@ -8,14 +8,16 @@ tokens as the text allows. :func:`teacher_for` wraps a loaded model as a :class:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from vocabshift.corpus import CorpusConfig, iter_corpus
 from vocabshift.errors import ConfigError, InitError
 from vocabshift.init.base import Teacher
+
+if TYPE_CHECKING:  # torch is imported when a method runs (the registry and CLI load without it)
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ def target_windows(tokenizer: Any, corpus: CorpusConfig, computed: torch.Tensor,
     new Spanish tokens with 1,024 windows, all from Genesis. Choice stops at ``max_windows`` or when no
     window adds anything. The first ``skip_documents`` documents are not read (``adapt``'s held-out split).
     """
+    import torch
     need = computed.numpy().astype(bool)
     pool_size = MAX_POOL if max_windows is None else max_windows * POOL_PER_WINDOW
     pool, read = _read_pool(tokenizer, corpus, need, length, pool_size, skip_documents)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from vocabshift.config import ConfigMixin
 from vocabshift.init._common import (
     check_fallback,
@@ -36,7 +34,6 @@ from vocabshift.init._common import (
 )
 from vocabshift.init.base import REQUIRES_SHARED, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
-from vocabshift.surgery.factorized import FactorizedEmbedding
 
 
 @dataclass
@@ -75,6 +72,7 @@ class FactorizedConfig(ConfigMixin):
 )
 def factorized_init(inputs: InitInputs, config: FactorizedConfig) -> InitResult:
     """Rank-r factorization with lexical-overlap rows; see the module docstring."""
+    import torch
     assert inputs.shared is not None
     rows, origin, todo = start_rows(inputs)
     dev = inputs.device
@@ -107,5 +105,7 @@ def factorized_init(inputs: InitInputs, config: FactorizedConfig) -> InitResult:
         "vector_neighbours_used": bool(stats),
         **stats,
     }
+    from vocabshift.surgery.factorized import FactorizedEmbedding  # an nn.Module: torch
+
     factorized = FactorizedEmbedding(f_new, fac.primitives, freeze_primitives=config.freeze_primitives)
     return InitResult(rows=rows, origin=origin, info=info, factorized=factorized)

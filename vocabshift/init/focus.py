@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from vocabshift.config import ConfigMixin
 from vocabshift.errors import ConfigError
@@ -43,11 +42,15 @@ from vocabshift.init.base import REQUIRES_TARGET_TOKEN, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
 from vocabshift.vectors.config import FOCUS_FASTTEXT
 
+if TYPE_CHECKING:  # torch is imported when a method runs (the registry and CLI load without it)
+    import torch
+
 log = logging.getLogger(__name__)
 
 
 def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Sparsemax of ``z`` along ``dim`` (Martins & Astudillo, 2016): the projection onto the simplex."""
+    import torch
     z_sorted = torch.sort(z, dim=dim, descending=True).values
     shape = [1] * z.dim()
     shape[dim] = z.shape[dim]
@@ -68,6 +71,7 @@ def sparsemax_topk(z: torch.Tensor, candidates: int) -> tuple[torch.Tensor, torc
     is final; rows whose candidates are all in the support are redone with twice as many. Entries
     of ``weights`` beyond a row's own support are 0.
     """
+    import torch
     c, n = z.shape
     m = min(max(1, candidates), n)
     support = torch.zeros(c, dtype=torch.long, device=z.device)
@@ -133,6 +137,7 @@ class FocusConfig(ConfigMixin):
 )
 def focus_init(inputs: InitInputs, config: FocusConfig) -> InitResult:
     """Each new row = sparsemax(cosine to the shared tokens)-weighted sum of the shared tokens' rows."""
+    import torch
     assert inputs.target_token_vectors is not None
     rows, origin, todo = start_rows(inputs)
     dev = inputs.device

@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import chain
 
-import torch
-
 from vocabshift.config import ConfigMixin
 from vocabshift.init._common import (
     check_fallback,
@@ -51,6 +49,7 @@ class FVTConfig(ConfigMixin):
 )
 def fvt_init(inputs: InitInputs, config: FVTConfig) -> InitResult:
     """Mean of ``source_embeddings[decompositions[i]]`` for each token not copied."""
+    import torch
     rows, origin, todo = start_rows(inputs)
     decompositions = inputs.decompositions or []
     # One flat pass over the ragged lists; everything after this is tensor code.

@@ -32,8 +32,7 @@ form's copied rows are from the exact ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from vocabshift.config import ConfigMixin
 from vocabshift.init._common import (
@@ -48,7 +47,9 @@ from vocabshift.init._common import (
 )
 from vocabshift.init.base import REQUIRES_ALIGNED, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
-from vocabshift.surgery.factorized import FactorizedEmbedding
+
+if TYPE_CHECKING:  # torch is imported when a method runs (the registry and CLI load without it)
+    import torch
 
 
 @dataclass
@@ -96,6 +97,8 @@ def ofa_init(inputs: InitInputs, config: OFAConfig) -> InitResult:
         "copied_reconstruction_error": _copied_error(rows, coords, fac.primitives, ~todo, inputs),
         **stats,
     }
+    from vocabshift.surgery.factorized import FactorizedEmbedding  # an nn.Module: torch
+
     factorized = FactorizedEmbedding(coords, fac.primitives, freeze_primitives=config.freeze_primitives)
     return InitResult(rows=rows, origin=origin, info=info, factorized=factorized)
 
@@ -103,6 +106,7 @@ def ofa_init(inputs: InitInputs, config: OFAConfig) -> InitResult:
 def _copied_error(rows: torch.Tensor, coords: torch.Tensor, prims: torch.Tensor, copied: torch.Tensor,
                   inputs: InitInputs) -> float:
     """``||rows[copied] - coords[copied] P||_F / ||rows[copied]||_F`` (0 when nothing is copied)."""
+    import torch
     ids = copied.nonzero().squeeze(1)
     num = den = 0.0
     p = prims.to(inputs.device)

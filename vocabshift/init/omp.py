@@ -56,9 +56,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from vocabshift.config import ConfigMixin
 from vocabshift.errors import ConfigError
@@ -73,6 +71,9 @@ from vocabshift.init._common import (
 )
 from vocabshift.init.base import REQUIRES_ALIGNED, InitInputs, InitResult
 from vocabshift.init.registry import register_init_method
+
+if TYPE_CHECKING:  # torch is imported when a method runs (the registry and CLI load without it)
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class OMPConfig(ConfigMixin):
 )
 def omp_init(inputs: InitInputs, config: OMPConfig) -> InitResult:
     """Each row not copied = the OMP coefficients of its vector over the anchors, applied to their rows."""
+    import torch
     assert inputs.source_token_vectors is not None and inputs.target_token_vectors is not None
     rows, origin, todo = start_rows(inputs)
     dev = inputs.device
@@ -169,6 +171,7 @@ def omp_init(inputs: InitInputs, config: OMPConfig) -> InitResult:
 
 def _norm_ratio(rows: torch.Tensor, source: torch.Tensor) -> float:
     """Median L2 norm of ``rows`` over the median norm of the source rows (1 for rows like the source's)."""
+    import torch
     base = float(torch.linalg.vector_norm(source.float(), dim=1).median())
     return float(torch.linalg.vector_norm(rows.float(), dim=1).median()) / max(base, 1e-12)
 
@@ -178,6 +181,7 @@ def _distinct_anchors(unit: torch.Tensor, usable: torch.Tensor) -> tuple[torch.T
 
     Ordering by source id makes ``argmax`` break exact ties between different atoms by the lower id.
     """
+    import torch
     ids = usable.nonzero().squeeze(1)
     distinct, group = torch.unique(unit[ids], dim=0, return_inverse=True)
     first = torch.full((distinct.shape[0],), unit.shape[0], dtype=torch.long, device=unit.device)
@@ -193,6 +197,7 @@ def _pursuit(x: torch.Tensor, atoms_raw: torch.Tensor, *, k: int,
     Returns ``(idx, coef, n_atoms, relative_residual)``: atom indices [n, k] and float64 coefficients
     [n, k] (unused slots: atom 0 with coefficient 0), atoms used [n], and ``||r|| / ||x||`` [n].
     """
+    import torch
     n, dim = x.shape
     step = max(1, min(chunk_size, _CORR_BUDGET // atoms_raw.shape[0], _BASIS_BUDGET // (dim * k)))
     idx = torch.zeros(n, k, dtype=torch.long, device=x.device)
@@ -212,6 +217,7 @@ def _pursuit_batch(x: torch.Tensor, atoms_raw: torch.Tensor, k: int,
     product and the Gram-Schmidt work on contiguous tensors; the triangular factors, ``Q^T x`` and the
     chosen atoms are kept for the whole batch, unused slots of the factor staying the identity.
     """
+    import torch
     atoms_sel = atoms_raw.to(torch.float32)
     b, dim = x.shape
     dev = x.device

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import torch
-
 from vocabshift.config import ConfigMixin
 from vocabshift.errors import ConfigError, InitError
 from vocabshift.init._common import validate_inputs
@@ -126,6 +124,7 @@ def _resolve_config(method: InitMethod, config: Any) -> Any:
 
 def _check_result(result: InitResult, inputs: InitInputs, name: str) -> None:
     """A method's result must honour the contract; a violation is a bug in the method, except NaNs."""
+    import torch
     shape = (inputs.n_target, int(inputs.source_embeddings.shape[1]))
     if not isinstance(result, InitResult):
         raise TypeError(f"init method '{name}' returned {type(result).__name__}, not InitResult")
