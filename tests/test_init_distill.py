@@ -60,6 +60,33 @@ def test_distill_starts_from_the_fvt_mean_and_is_deterministic():
     assert not torch.equal(a.rows, c.rows)  # the window order follows the seed
 
 
+def test_a_teacher_that_owns_its_model_releases_it_after_training():
+    """init's lean path loads the model for distill alone: distill drops it before building its output
+    (the peak memory of an init); a teacher that does not own its model stays usable."""
+    import gc
+    import weakref
+
+    class Model(torch.nn.Module):
+        def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return cumsum_body(embeds, mask)
+
+    model = Model()
+    alive = weakref.ref(model)
+    body = model.forward
+    inputs = _inputs(CONTEXTS, body=body)
+    inputs.teacher.owns_model = True
+    del model, body
+    a = run_init_method("distill", inputs, {"lr": 0.01, "epochs": 2, "batch_size": 2})
+    gc.collect()
+    assert alive() is None
+    with pytest.raises(RuntimeError, match="released"):
+        inputs.teacher.body(torch.zeros(1, 2, 4), torch.ones(1, 2))
+    shared = _inputs(CONTEXTS)  # owns_model False: the same inputs run twice, same rows
+    b = run_init_method("distill", shared, {"lr": 0.01, "epochs": 2, "batch_size": 2})
+    assert torch.equal(a.rows, b.rows)
+    assert torch.equal(b.rows, run_init_method("distill", shared, {"lr": 0.01, "epochs": 2, "batch_size": 2}).rows)
+
+
 def test_a_token_no_window_shows_keeps_its_start_row_and_is_counted():
     inputs = _inputs([[1, 6, 2], [6, 0]])
     result = run_init_method("distill", inputs, {"lr": 0.05, "epochs": 50, "ce_weight": 0})

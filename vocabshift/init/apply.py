@@ -387,7 +387,7 @@ def _teacher(config: InitConfig, loaded: Any, plan: _Plan, method_config: Any, c
                          "dtype": str(dtype).removeprefix("torch."),
                          "weights": "loaded for the method" if loaded is None else "the model init holds"}
     return teacher_for(model, windows, prefix=prefix, causal=causal, output_embeddings=output, device=device,
-                       dtype=dtype)
+                       dtype=dtype, owns_model=loaded is None)
 
 
 def _bias_rows(bias: Any, n_new: int, source_rows: list[int]) -> Any:
@@ -516,11 +516,15 @@ def init_model(config: InitConfig) -> InitOutput:
     in_weight = tensors[layout.input_weight]
     result_in = run(in_weight, "input_embeddings")
     new_rows = result_in.rows[compute_mask].to(in_weight.dtype)
+    factorized = result_in.factorized
     new_output_rows = None
     if untied:
         out_weight = tensors[layout.output_weight]
         out_rows = result_in.output_rows if result_in.output_rows is not None else run(out_weight, "lm_head").rows
         new_output_rows = out_rows[compute_mask].to(out_weight.dtype)
+        del out_rows, out_weight
+    # Only the new rows are written: the [V_t, d] results and the source matrix go before the writing (lean)
+    del result_in, in_weight
     if needs_teacher and lean:
         del kw["teacher"]  # the model loaded for the method: freed before the output is written
         gc.collect()
@@ -564,10 +568,9 @@ def init_model(config: InitConfig) -> InitOutput:
         carried = copy_sentence_transformer_files(config.model, tmp)
         if carried is not None:
             report["sentence_transformers"] = carried
-        if result_in.factorized is not None:
-            result_in.factorized.save(tmp / FACTORIZED_FILE)
-            report["factorized"] = {"file": FACTORIZED_FILE,
-                                    "rank": int(result_in.factorized.coordinates.shape[1])}
+        if factorized is not None:
+            factorized.save(tmp / FACTORIZED_FILE)
+            report["factorized"] = {"file": FACTORIZED_FILE, "rank": int(factorized.coordinates.shape[1])}
         if plan.mode == "id_map":
             data = dict(plan.id_map_data or {})
         else:

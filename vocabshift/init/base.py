@@ -45,12 +45,29 @@ class Teacher:
     causal: bool = True  # a causal LM (next-token loss possible); False: an encoder
     output_embeddings: torch.Tensor | None = None  # [V_s, d] untied LM head rows (compact); None: tied head
     dtype: torch.dtype | None = None  # autocast dtype of the body's forward passes (bfloat16 on CUDA); None: float32
+    owns_model: bool = False  # the model was loaded for this teacher alone: done() releases it (init's lean path)
 
     def __post_init__(self) -> None:
         if self.dtype is None:
             import torch
 
             self.dtype = torch.float32
+
+    def done(self) -> None:
+        """The method has what it needs from the model: when the teacher ``owns`` it, drop it (its weights
+        are freed once nothing else holds them) and make ``body`` raise from now on.
+
+        distill calls it after training so that its output matrix is not built beside the weights (the
+        peak memory of an init). A teacher that does not own its model (the default) stays usable, so the
+        same inputs can be run again.
+        """
+        if not self.owns_model:
+            return
+
+        def released(embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("the teacher's model was released")
+
+        self.body = released
 
 
 @dataclass

@@ -145,7 +145,7 @@ def teacher_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def teacher_for(model: Any, contexts: torch.Tensor, *, prefix: int, causal: bool,
                 output_embeddings: torch.Tensor | None, device: torch.device,
-                dtype: torch.dtype | None = None) -> Teacher:
+                dtype: torch.dtype | None = None, owns_model: bool = False) -> Teacher:
     """The model's body (its base model, no LM head) as a frozen :class:`Teacher` on ``device``.
 
     The body is called with ``inputs_embeds``, so position and token-type embeddings, embedding scales
@@ -172,7 +172,7 @@ def teacher_for(model: Any, contexts: torch.Tensor, *, prefix: int, causal: bool
     if dtype is None:  # autocast dtype of the forward passes
         dtype = teacher_dtype("auto", device)
     return Teacher(body=body, contexts=contexts, prefix=prefix, causal=causal,
-                   output_embeddings=output_embeddings, dtype=dtype)
+                   output_embeddings=output_embeddings, dtype=dtype, owns_model=owns_model)
 
 
 def require_corpus(method: str, corpus: CorpusConfig | None) -> CorpusConfig:

@@ -39,6 +39,7 @@ New tokens the windows never show keep their start row (origin ``FALLBACK``, cou
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -242,6 +243,8 @@ def distill_init(inputs: InitInputs, config: DistillConfig) -> InitResult:
 
     learned, learned_out, history = _train(teacher, inputs, config, windows, start, out_start, out_emb, copy, new_ids)
     info.update(history)
+    teacher.done()  # the model is not needed any more: freed (when init loaded it for distill) before the output
+    gc.collect()
     rows, origin, _ = start_rows(inputs)  # after training: the output matrix is not held while it runs
     rows[new_ids] = learned
     no_context = (seen == 0)
