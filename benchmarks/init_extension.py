@@ -75,28 +75,37 @@ def init(method: str, ext: Path, out: Path, options: dict[str, Any], device: str
         if os.waitstatus_to_exitcode(status) != 0 or not result.exists():
             raise SystemExit(f"init {method} failed (exit status {os.waitstatus_to_exitcode(status)})")
         run = json.loads(result.read_text())
-    run["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    # The child's own high-water mark (VmHWM, after exec): a forked child's ru_maxrss also counts the pages it
+    # shared with this process before exec, which holds the scoring models.
+    run["peak_rss_mb"] = run.pop("vm_hwm_mb", usage.ru_maxrss / 1024)
     return run
+
+
+def vm_hwm_mb() -> float:
+    """This process's peak resident set (VmHWM) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 RUNTIME_IMPORTS = ("import torch, transformers, tokenizers, safetensors\n"
                    "from transformers import AutoTokenizer, AutoModelForCausalLM\n"
                    "import transformers.models.llama.modeling_llama\n"
-                   "import vocabshift.init.apply, vocabshift.init.distill, vocabshift.init.registry\n")
+                   "import vocabshift.init.apply, vocabshift.init.distill, vocabshift.init.registry\n"
+                   "from pathlib import Path\n"
+                   "print([l.split()[1] for l in Path('/proc/self/status').read_text().splitlines() "
+                   "if l.startswith('VmHWM:')][0])\n")
 
 
 def runtime_rss_mb() -> float:
     """Peak RSS of a fresh process that only imports what ``init`` with ``distill`` imports (Python, torch,
     transformers with the Llama modeling code, tokenizers, vocabshift): the floor under any init's peak, which
     no method can go below. Goal 4's memory is reported with and without it."""
-    import os
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "-c", RUNTIME_IMPORTS])
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit("the runtime-baseline child failed")
-    return usage.ru_maxrss / 1024
+    done = subprocess.run([sys.executable, "-c", RUNTIME_IMPORTS], capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[-1]) / 1024  # VmHWM in KiB (see init())
 
 
 def child_init(spec: dict[str, Any]) -> None:
@@ -111,7 +120,7 @@ def child_init(spec: dict[str, Any]) -> None:
     report = result.report
     Path(spec["result"]).write_text(json.dumps({
         "seconds": time.perf_counter() - t0, "info": report["matrices"]["input_embeddings"]["info"],
-        "teacher": report.get("teacher")}))
+        "teacher": report.get("teacher"), "vm_hwm_mb": vm_hwm_mb()}))
 
 
 def train_new_rows(model_dir: Path, steps: int, run_dir: Path, docs: dict[str, list[str]],
