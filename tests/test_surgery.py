@@ -497,3 +497,31 @@ def test_save_configs_writes_what_save_pretrained_writes_and_leaves_nothing_else
         assert (atomic / name).read_text() == (direct / name).read_text()
     save_configs(atomic, config)  # without a generation config: the one there stays
     assert sorted(p.name for p in atomic.iterdir()) == ["config.json", "generation_config.json"]
+
+
+@pytest.mark.parametrize("id_map", [
+    [0, 1, 2, -1, 3, -1, -1, 4],  # kept rows a prefix per block only in places, new rows between
+    [5, 3, -1, 0, 7, -1, 2],  # kept rows reordered (replacement)
+    [0, 1, 2, 3, 4, 5, 6, 7],  # nothing new
+], ids=["extend-like", "reordered", "identity"])
+@pytest.mark.parametrize("with_fill", [True, False], ids=["fill", "mean"])
+@pytest.mark.parametrize("block_rows", [1, 2, 3, 64])
+def test_remapped_row_blocks_are_the_in_memory_rows(id_map, with_fill, block_rows):
+    """The writers' blocks (any block size, across kept, new and padding rows) join to the rows remap_vocab
+    builds in memory, bit for bit."""
+    from vocabshift.surgery.resize import _remap_rows, plan_rows, remap_row_blocks
+
+    old = torch.randn(8, 3, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    plan = plan_rows(id_map, 8, pad_to_multiple_of=4)  # padding rows after the ids: the mean row
+    n_new = id_map.count(-1)
+    fill = torch.randn(n_new, 3, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16) if with_fill else None
+    whole = _remap_rows(old, *plan[:3], fill, plan[3]).data
+    mean = old.float().mean(0).to(old.dtype)  # 8 rows: one chunk of mean_row
+    new_rows = iter(fill) if fill is not None else None
+    expected = [old[s] if s >= 0 else (next(new_rows) if new_rows is not None else mean) for s in id_map]
+    expected += [mean] * (plan[3] - len(id_map))
+    assert torch.equal(whole, torch.stack(expected))
+    row_bytes = 3 * old.element_size()
+    blocks = [b.clone() for b in remap_row_blocks(old, plan, fill, block_bytes=block_rows * row_bytes)]
+    assert all(b.shape[0] <= block_rows for b in blocks)
+    assert torch.equal(torch.cat(blocks), whole)

@@ -29,7 +29,7 @@ import torch
 
 from vocabshift.errors import ModelError
 from vocabshift.surgery.layout import locate
-from vocabshift.surgery.resize import mean_row, plan_rows, remap_rows, remap_vocab
+from vocabshift.surgery.resize import mean_row, plan_rows, remap_row_blocks, remap_vocab
 from vocabshift.surgery.safetensors_io import (  # noqa: F401  (re-exported: the lean path's public helpers)
     _CHUNK,
     _DAMAGED,
@@ -254,12 +254,14 @@ def _write_bytes(fout: Any, t: torch.Tensor) -> None:
 
 def _write_filled_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fill: torch.Tensor,
                          fout: Any) -> None:
-    """Write a vocabulary-sized tensor whose new rows are ``fill``: read whole, remapped as in memory."""
+    """Write a vocabulary-sized tensor whose new rows are ``fill``: read whole, remapped as in memory, written a
+    block at a time."""
     dtype = _DTYPES[info["dtype"]]
     fin.seek(base)
     old = torch.frombuffer(bytearray(_read_exact(fin, info["data_offsets"][1] - info["data_offsets"][0])),
                            dtype=dtype).reshape(info["shape"])
-    _write_bytes(fout, remap_rows(old, plan, fill.to(dtype)))
+    for block in remap_row_blocks(old, plan, fill.to(dtype)):
+        _write_bytes(fout, block)
 
 
 def _write_vocab_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fout: Any) -> None:
@@ -280,7 +282,8 @@ def _write_vocab_tensor(fin: Any, base: int, info: dict[str, Any], plan: Any, fo
 
     n_kept = keep_pos.numel()
     if n_kept and int(keep_pos[-1]) != n_kept - 1:  # kept rows not a prefix: rare, do it whole
-        _write_bytes(fout, remap_rows(read_rows(0, n_rows), plan))
+        for block in remap_row_blocks(read_rows(0, n_rows), plan):
+            _write_bytes(fout, block)
         return
     src = kept_src.numpy()
     for a in range(0, n_kept, ROWS_PER_CHUNK):

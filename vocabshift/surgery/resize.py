@@ -24,7 +24,7 @@ the first new id that copies them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -209,14 +209,6 @@ def plan_rows(id_map: Sequence[int] | torch.Tensor, old_size: int,
     return keep_pos, src[keep_pos], torch.nonzero(src < 0).flatten(), size
 
 
-def remap_rows(old: torch.Tensor, plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int],
-               fill: torch.Tensor | None = None) -> torch.Tensor:
-    """A vocabulary-sized tensor rebuilt by a :func:`plan_rows` plan: new rows from ``fill`` (in order)
-    or the mean, padding rows the mean."""
-    keep_pos, kept_src, new_pos, size = plan
-    return _remap_rows(old, keep_pos, kept_src, new_pos, fill, size).data
-
-
 MEAN_CHUNK_ROWS = 8192
 
 
@@ -238,21 +230,68 @@ def mean_row(read_rows: Any, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
 def _remap_rows(old: torch.Tensor, keep_pos: torch.Tensor, kept_src: torch.Tensor, new_pos: torch.Tensor,
                 fill: torch.Tensor | None, size: int) -> nn.Parameter:
     """The new Parameter: kept rows copied bit for bit, new rows from ``fill``, the rest the mean row."""
-    device = old.device
     src = old.detach()
-    data = torch.empty((size, *old.shape[1:]), dtype=old.dtype, device=device)
-    n_kept = keep_pos.numel()
-    if n_kept and int(keep_pos[-1]) == n_kept - 1:  # kept rows are a prefix (prune, extend): no temporary
-        torch.index_select(src, 0, kept_src.to(device), out=data[:n_kept])
-    elif n_kept:
-        data[keep_pos.to(device)] = src.index_select(0, kept_src.to(device))
-    if size > n_kept:  # new or padding rows: the mean, only computed when needed
-        rest = torch.ones(size, dtype=torch.bool)
-        rest[keep_pos] = False
-        data[rest.to(device)] = mean_row(lambda a, b: src[a:b], src.shape[0], src.dtype)
-        if fill is not None and new_pos.numel():
-            data[new_pos.to(device)] = fill
+    plan = (keep_pos, kept_src, new_pos, size)
+    data = torch.empty((size, *old.shape[1:]), dtype=old.dtype, device=old.device)
+    _remap_into(data, 0, src, plan, fill, _mean_if_needed(src, plan, fill))
     return nn.Parameter(data, requires_grad=old.requires_grad)
+
+
+REMAP_BLOCK_BYTES = 16 << 20  # rows of a remapped tensor a writer builds at a time (remap_row_blocks)
+
+
+def remap_row_blocks(old: torch.Tensor, plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int],
+                     fill: torch.Tensor | None = None, block_bytes: int = REMAP_BLOCK_BYTES) -> Iterator[torch.Tensor]:
+    """A vocabulary-sized tensor rebuilt by a :func:`plan_rows` plan (new rows from ``fill`` in order, or the
+    mean; padding rows the mean): the same rows as :func:`remap_vocab` builds in memory, ``block_bytes`` at a
+    time, for writers that stream them to a file without a second vocabulary-sized tensor. Each block is a
+    view of one reused buffer: write it before asking for the next."""
+    src = old.detach()
+    size = plan[3]
+    mean = _mean_if_needed(src, plan, fill)
+    rows = max(1, block_bytes // max(1, src[0].numel() * src.element_size()))
+    buffer = torch.empty((min(rows, size), *src.shape[1:]), dtype=src.dtype, device=src.device)
+    for a in range(0, size, rows):
+        out = buffer[:min(rows, size - a)]
+        _remap_into(out, a, src, plan, fill, mean)
+        yield out
+
+
+def _mean_if_needed(src: torch.Tensor, plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int],
+                    fill: torch.Tensor | None) -> torch.Tensor | None:
+    """The mean row when some row is neither kept nor filled (padding, or new rows without ``fill``)."""
+    keep_pos, _, new_pos, size = plan
+    filled = new_pos.numel() if fill is not None else 0
+    if size - keep_pos.numel() - filled <= 0:
+        return None
+    return mean_row(lambda a, b: src[a:b], src.shape[0], src.dtype)
+
+
+def _remap_into(out: torch.Tensor, start: int, src: torch.Tensor,
+                plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int], fill: torch.Tensor | None,
+                mean: torch.Tensor | None) -> None:
+    """Rows ``[start, start + len(out))`` of the remapped tensor into ``out``: kept rows bit for bit, new rows
+    from ``fill`` (in ``new_pos`` order), the rest ``mean``. ``keep_pos`` and ``new_pos`` are increasing."""
+    keep_pos, kept_src, new_pos, _ = plan
+    device = out.device
+    bounds = torch.tensor([start, start + out.shape[0]])
+    k0, k1 = (int(i) for i in torch.searchsorted(keep_pos, bounds))
+    pos = keep_pos[k0:k1] - start
+    n_kept = k1 - k0
+    if n_kept and int(pos[-1]) == n_kept - 1:  # kept rows are a prefix (prune, extend): no temporary
+        torch.index_select(src, 0, kept_src[k0:k1].to(device), out=out[:n_kept])
+    elif n_kept:
+        out[pos.to(device)] = src.index_select(0, kept_src[k0:k1].to(device))
+    if n_kept == out.shape[0]:
+        return
+    if mean is not None:
+        rest = torch.ones(out.shape[0], dtype=torch.bool)
+        rest[pos] = False
+        out[rest.to(device)] = mean
+    if fill is not None:
+        n0, n1 = (int(i) for i in torch.searchsorted(new_pos, bounds))
+        if n1 > n0:
+            out[(new_pos[n0:n1] - start).to(device)] = fill[n0:n1].to(device)
 
 
 def _holders(model: nn.Module, wanted: set[int]) -> list[tuple[nn.Module, str, nn.Parameter]]:

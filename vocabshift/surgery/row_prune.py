@@ -61,7 +61,6 @@ _COPY_CHUNK = 1 << 30  # bytes per copy_file_range call
 # Bytes of kept rows selected per read. Large: on its thread every read or write gives the GIL back to
 # the tokenizer work, and getting it again can take a switch interval (5 ms), so fewer calls go faster.
 CHUNK_BYTES = 64 << 20
-WRITE_BLOCK_BYTES = 16 << 20  # rows of a remapped vocabulary tensor built and written at a time (init)
 
 
 @dataclass
@@ -416,14 +415,14 @@ def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: Head
                        special_token_ids: dict[str, Any] | None = None) -> dict[str, Any]:
     """:func:`~vocabshift.surgery.lazy.remap_checkpoint` for a :class:`HeaderLayout` checkpoint without the
     meta model or transformers' config classes: the same tensor bytes (rows by
-    :func:`~vocabshift.surgery.resize.remap_rows`, the code both paths share) and configs that load to the
+    :func:`~vocabshift.surgery.resize.remap_row_blocks`, the code every path shares) and configs that load to the
     same values (renumbered on the JSON, as :func:`plan` does; explicit ``special_token_ids`` set as
     :func:`~vocabshift.surgery.resize.remap_vocab` sets them). No padding: callers that pad take the general
     path."""
     import torch
 
     from vocabshift.surgery.lazy import _DTYPES
-    from vocabshift.surgery.resize import mean_row, plan_rows
+    from vocabshift.surgery.resize import plan_rows, remap_row_blocks
 
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     old_size = layout.vocab_size
@@ -447,9 +446,6 @@ def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: Head
             generation[name] = value
     fills = {EMBED: new_rows, HEAD: new_output_rows if layout.has_head else None}
 
-    ids = torch.as_tensor(list(id_map), dtype=torch.long)
-    new_index = torch.cumsum(ids < 0, 0) - 1  # the fill row of each new id
-
     def write_vocab(name: str, src: int, dst: int, data_start: int, info: dict[str, Any]) -> None:
         begin, end = info["data_offsets"]
         data = bytearray(end - begin)
@@ -457,18 +453,8 @@ def remap_from_headers(source_dir: str | Path, out_dir: str | Path, layout: Head
         dtype = _DTYPES[info["dtype"]]
         old = torch.frombuffer(data, dtype=dtype).reshape(info["shape"])
         fill = fills[name]
-        fill = mean_row(lambda a, b: old[a:b], old.shape[0], dtype).expand(new_pos.numel(), -1) \
-            if fill is None else fill.to(dtype)
-        # remap_rows' rows, written a block at a time: no second vocabulary-sized buffer
-        block = max(1, WRITE_BLOCK_BYTES // max(1, old[0].numel() * old.element_size()))
-        for a in range(0, size, block):
-            part_ids = ids[a:a + block]
-            kept = part_ids >= 0
-            out = torch.empty((part_ids.numel(), *old.shape[1:]), dtype=dtype)
-            out[kept] = old.index_select(0, part_ids[kept])
-            if not bool(kept.all()):
-                out[~kept] = fill.index_select(0, new_index[a:a + block][~kept])
-            _write_all(dst, out.view(torch.uint8).numpy())
+        for block in remap_row_blocks(old, row_plan, None if fill is None else fill.to(dtype)):
+            _write_all(dst, block.view(torch.uint8).numpy())
 
     after, found = _rewrite_shards(source_dir, out_dir, layout.files, size, write_vocab)
     for message in dropped:
