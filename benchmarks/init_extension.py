@@ -62,7 +62,6 @@ def extended(vocab: int) -> Path:
 def init(method: str, ext: Path, out: Path, options: dict[str, Any], device: str) -> dict[str, Any]:
     """``vocabshift init`` of ``ext`` in a fresh process: its wall time and peak RSS are the init's alone
     (this process has the scoring models loaded), which goal 4 bounds (<= 10 min, <= 2x the fp32 model)."""
-    import os
     import subprocess
     import tempfile
 
@@ -70,14 +69,13 @@ def init(method: str, ext: Path, out: Path, options: dict[str, Any], device: str
         result = Path(tmp) / "result.json"
         spec = {"method": method, "ext": str(ext), "out": str(out), "options": options, "device": device,
                 "result": str(result)}
-        proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)])
-        _, status, usage = os.wait4(proc.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0 or not result.exists():
-            raise SystemExit(f"init {method} failed (exit status {os.waitstatus_to_exitcode(status)})")
+        done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=False)
+        if done.returncode != 0 or not result.exists():
+            raise SystemExit(f"init {method} failed (exit status {done.returncode})")
         run = json.loads(result.read_text())
-    # The child's own high-water mark (VmHWM, after exec): a forked child's ru_maxrss also counts the pages it
-    # shared with this process before exec, which holds the scoring models.
-    run["peak_rss_mb"] = run.pop("vm_hwm_mb", usage.ru_maxrss / 1024)
+    # The child's own high-water mark (VmHWM, after exec), not wait4's ru_maxrss: a forked child's also counts
+    # the pages it shared with this process before exec, which holds the scoring models.
+    run["peak_rss_mb"] = run.pop("vm_hwm_mb")
     return run
 
 
