@@ -236,3 +236,27 @@ def test_init_of_a_supported_decoder_reads_no_model(tmp_path, multilingual_bpe):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"modeling": False, "path": "lean (vocabulary tensors read from the headers, no model)"}
+
+
+def test_an_explicit_special_id_outside_the_new_vocabulary_is_refused_before_writing(tmp_path):
+    """Both writers check special_token_ids against the new vocabulary, naming the field; the header
+    writer refuses before writing anything."""
+    from vocabshift.surgery import IdMapError
+    from vocabshift.surgery.row_prune import header_layout, remap_from_headers
+
+    source = _model("LlamaForCausalLM", tmp_path / "src", tied=True)
+    id_map = [0, 1, 2, -1, 5]
+    fast, general = tmp_path / "fast", tmp_path / "general"
+    fast.mkdir()
+    general.mkdir()
+    new_rows = torch.zeros(1, 32, dtype=torch.bfloat16)
+    for bad in ({"pad": 5}, {"eos_token_id": [1, -1]}):
+        name = next(iter(bad))
+        field = name if name.endswith("_id") else f"{name}_token_id"
+        with pytest.raises(IdMapError, match=rf"special_token_ids\['{field}'\] = .* is not an id of the new "
+                                             r"vocabulary \(0\.\.4\)"):
+            remap_from_headers(source, fast, header_layout(source), id_map, new_rows=new_rows,
+                               special_token_ids=bad)
+        assert list(fast.iterdir()) == []
+        with pytest.raises(IdMapError, match=rf"special_token_ids\['{field}'\]"):
+            remap_checkpoint(source, general, id_map, new_rows=new_rows, special_token_ids=bad)
